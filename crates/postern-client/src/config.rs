@@ -1,0 +1,59 @@
+//! Agent configuration.
+
+use std::time::Duration;
+
+use postern_proto::TunnelSpec;
+use postern_transport::tls::Trust;
+
+/// Everything an agent needs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Relay control address, `host:port`.
+    pub server: String,
+    /// Credential sent in the Hello (may be empty for an open development relay).
+    pub token: String,
+    /// Requested client id.
+    pub client_id: Option<String>,
+    /// Tunnels to open.
+    pub tunnels: Vec<TunnelSpec>,
+    /// How to trust the relay's certificate.
+    pub trust: Trust,
+    /// Host the local services listen on.
+    pub local_host: String,
+    /// Time allowed for TCP connect, TLS and the handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed to connect to a local service.
+    pub local_connect_timeout: Duration,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("tunnels", &self.tunnels)
+            .field("trust", &self.trust)
+            .field("local_host", &self.local_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConfig {
+    /// A config with default timeouts.
+    pub fn new(server: impl Into<String>, token: impl Into<String>, trust: Trust, tunnels: Vec<TunnelSpec>) -> Self {
+        Self {
+            server: server.into(),
+            token: token.into(),
+            client_id: None,
+            tunnels,
+            trust,
+            local_host: "localhost".into(),
+            connect_timeout: Duration::from_secs(10),
+            local_connect_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}

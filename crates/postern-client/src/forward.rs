@@ -1,0 +1,63 @@
+//! Forwards one TCP stream from the relay to the local service.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{Response, StatusCode};
+use postern_proto::stream::REFUSE_REASON;
+use postern_transport::splice::{splice, SpliceError, SpliceStats};
+use tokio::net::TcpStream;
+
+/// Why a forwarded stream ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The local service could not be reached; the relay was told with a 502.
+    #[error("local service {addr} unreachable: {reason}")]
+    LocalUnreachable {
+        /// `host:port` of the local service.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The relay reset the stream before we could answer.
+    #[error("relay stream error: {0}")]
+    Stream(#[from] h2::Error),
+    /// Copying failed.
+    #[error(transparent)]
+    Splice(#[from] SpliceError),
+}
+
+/// Connects to `host:port`, answers the relay, and splices until both sides are done.
+pub async fn tcp(
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+) -> Result<SpliceStats, ForwardError> {
+    let addr = format!("{host}:{port}");
+    let local = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(refuse(&mut respond, addr, e.to_string())),
+        Err(_) => return Err(refuse(&mut respond, addr, format!("no answer within {connect_timeout:?}"))),
+    };
+    let _ = local.set_nodelay(true);
+    let send = respond.send_response(Response::new(()), false)?;
+    let (reader, writer) = local.into_split();
+    Ok(splice(reader, writer, send, body).await?)
+}
+
+/// Tells the relay the local service is unreachable (502 with a reason header).
+pub fn refuse(respond: &mut SendResponse<Bytes>, addr: String, reason: String) -> ForwardError {
+    let header = format!("local service {addr} unreachable: {reason}");
+    let mut resp = Response::builder().status(StatusCode::BAD_GATEWAY);
+    if let Ok(v) = http::HeaderValue::from_str(&header) {
+        resp = resp.header(REFUSE_REASON, v);
+    }
+    if let Ok(resp) = resp.body(()) {
+        let _ = respond.send_response(resp, true);
+    }
+    ForwardError::LocalUnreachable { addr, reason }
+}

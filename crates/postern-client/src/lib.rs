@@ -1,0 +1,22 @@
+//! The postern agent (the client side of a tunnel).
+//!
+//! # Layout
+//!
+//! - [`config`]: [`AgentConfig`]: where the relay is, how to trust it, which tunnels to open.
+//! - [`connect`]: one attempt: TCP, TLS with ALPN `postern/1`, `Hello`, then `Welcome` or
+//!   `Refused`.
+//! - [`session`]: a live session: the agent is the h2 *server*; it answers the relay's streams,
+//!   keeps the heartbeat, and unregisters on shutdown.
+//! - [`forward`]: a TCP stream: connect to the local service and splice.
+//! - [`backoff`]: exponential backoff with jitter between attempts.
+//! - [`agent`]: [`run`], the reconnect loop, and [`AgentState`], its observable state.
+
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod connect;
+pub mod forward;
+pub mod session;
+
+pub use agent::{run, AgentError, AgentPhase, AgentState};
+pub use config::AgentConfig;

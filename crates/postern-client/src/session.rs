@@ -1,0 +1,193 @@
+//! A live agent session: the agent is the h2 server on the connection it dialled.
+//!
+//! The relay opens streams; each carries its kind and tunnel in the headers
+//! (`postern_proto::stream`). The first is the control stream, kept open for the session's
+//! life; on shutdown the agent sends `Unregister` on it and then GOAWAY.
+
+use std::collections::HashMap;
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Ping, PingPong, RecvStream, SendStream};
+use http::{Request, Response, StatusCode};
+use postern_proto::frame::encode;
+use postern_proto::stream::{self, StreamKind};
+use postern_proto::{Control, Decoder, Message};
+use postern_transport::mux;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::AgentConfig;
+use crate::connect::Connected;
+use crate::forward;
+
+/// How long the agent waits for the relay to close after unregistering.
+const UNREGISTER_GRACE: Duration = Duration::from_secs(3);
+
+/// How a session ended without a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// We were asked to stop and unregistered.
+    Unregistered,
+    /// The relay closed the connection (restart, drain, kick).
+    RelayClosed,
+}
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The h2 connection failed.
+    #[error("connection to relay failed: {0}")]
+    Mux(#[from] h2::Error),
+    /// The relay stopped answering PINGs.
+    #[error("relay missed its heartbeat ({0:?} without a PING answer)")]
+    HeartbeatTimeout(Duration),
+}
+
+/// Serves the session until the relay goes away or `shutdown` fires.
+///
+/// `on_ready` runs once, when the relay opens the control stream: the relay does that after it
+/// has registered the session's tunnels, so from then on the public URLs work.
+pub async fn serve(
+    connected: Connected,
+    cfg: &AgentConfig,
+    shutdown: &CancellationToken,
+    on_ready: impl FnOnce(),
+) -> Result<SessionEnd, SessionError> {
+    let mut on_ready = Some(on_ready);
+    let Connected { tls, welcome } = connected;
+    let ports: Arc<HashMap<String, u16>> =
+        Arc::new(welcome.tunnels.iter().map(|t| (t.name.clone(), t.local_port)).collect());
+    let mut conn = mux::server_builder().handshake::<_, Bytes>(tls).await?;
+    let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(1_000, 300_000));
+    let heartbeat = heartbeat(conn.ping_pong(), interval, interval * 3);
+    tokio::pin!(heartbeat);
+    let mut control: Option<SendStream<Bytes>> = None;
+
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                None => return Ok(SessionEnd::RelayClosed),
+                Some(Err(e)) if e.is_io() || e.is_go_away() => return Ok(SessionEnd::RelayClosed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok((req, respond))) => {
+                    if let Some(send) = dispatch(req, respond, cfg, &ports) {
+                        control = Some(send);
+                        if let Some(ready) = on_ready.take() {
+                            ready();
+                        }
+                    }
+                }
+            },
+            e = &mut heartbeat => return Err(e),
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    // Unregister, then GOAWAY, then keep driving the connection so both reach the relay.
+    if let Some(mut control) = control {
+        let mut buf = BytesMut::new();
+        if encode(&Message::Control(Control::Unregister), &mut buf).is_ok() {
+            let _ = control.send_data(buf.freeze(), true);
+        }
+    }
+    conn.graceful_shutdown();
+    let _ = tokio::time::timeout(UNREGISTER_GRACE, async {
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    })
+    .await;
+    Ok(SessionEnd::Unregistered)
+}
+
+/// Routes one incoming stream. Returns the control stream's sender when this was it.
+fn dispatch(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    cfg: &AgentConfig,
+    ports: &Arc<HashMap<String, u16>>,
+) -> Option<SendStream<Bytes>> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let kind = header(stream::KIND).and_then(|k| StreamKind::parse(&k));
+    let tunnel = header(stream::TUNNEL).unwrap_or_default();
+    let peer = header(stream::PEER).unwrap_or_default();
+    match kind {
+        Some(StreamKind::Control) => {
+            let send = respond.send_response(Response::new(()), false).ok()?;
+            tokio::spawn(read_control(req.into_body()));
+            Some(send)
+        }
+        Some(StreamKind::Tcp) => {
+            let Some(&port) = ports.get(&tunnel) else {
+                answer(&mut respond, StatusCode::NOT_FOUND);
+                return None;
+            };
+            let host = cfg.local_host.clone();
+            let timeout = cfg.local_connect_timeout;
+            let span = info_span!("stream", %tunnel, %peer);
+            tokio::spawn(
+                async move {
+                    match forward::tcp(&host, port, timeout, req.into_body(), respond).await {
+                        Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "stream closed"),
+                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => warn!(error = %e, "stream refused"),
+                        Err(e) => debug!(error = %e, "stream failed"),
+                    }
+                }
+                .instrument(span),
+            );
+            None
+        }
+        _ => {
+            answer(&mut respond, StatusCode::NOT_IMPLEMENTED);
+            None
+        }
+    }
+}
+
+fn answer(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+    if let Ok(resp) = Response::builder().status(status).body(()) {
+        let _ = respond.send_response(resp, true);
+    }
+}
+
+/// Reads control messages from the relay and acts on them.
+async fn read_control(mut body: RecvStream) {
+    let mut decoder = Decoder::new();
+    let mut buf = BytesMut::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Message::Control(Control::Notice { message }))) => info!(%message, "notice from relay"),
+                Ok(Some(Message::Control(Control::Drain { deadline_ms }))) => {
+                    info!(deadline_ms, "relay is draining; will reconnect when it closes")
+                }
+                Ok(Some(other)) => debug!(message = ?other, "ignoring control message"),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "relay sent a malformed control message");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Duration) -> SessionError {
+    let Some(mut pp) = ping_pong else {
+        return pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pp.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return SessionError::Mux(e),
+            Err(_) => return SessionError::HeartbeatTimeout(timeout),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! postern's wire protocol, sans-IO: no sockets, no runtime, only bytes in and values out.
+//!
+//! # Layout
+//!
+//! - [`frame`]: the 6-byte frame header and the incremental [`frame::Decoder`] that turns a byte
+//!   buffer into [`Message`]s. Every length is capped before anything is allocated.
+//! - [`message`]: the messages themselves: the handshake (`Hello`, then `Welcome` or `Refused`)
+//!   and the control messages that travel on the control stream once the mux is up.
+//! - [`stream`]: the metadata the relay puts in the headers of every h2 stream it opens to an
+//!   agent (stream kind, tunnel name, peer address).
+//!
+//! The byte layout is documented, byte by byte, in `docs/protocol.md`.
+
+pub mod frame;
+pub mod message;
+pub mod stream;
+
+pub use frame::{DecodeError, Decoder, EncodeError, FrameHeader, FRAME_HEADER_LEN, MAX_BODY_LEN};
+pub use message::{Control, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec, Welcome};
+
+/// ALPN protocol id spoken on the relay's control port.
+pub const ALPN: &[u8] = b"postern/1";
+
+/// Version of the handshake and control protocol. Carried in every frame header.
+pub const PROTOCOL_VERSION: u8 = 1;

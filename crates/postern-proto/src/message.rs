@@ -1,0 +1,228 @@
+//! Handshake and control messages, and their JSON bodies.
+//!
+//! The handshake is `Hello` (agent to relay) answered by exactly one `Welcome` or `Refused`.
+//! After it, the connection becomes an HTTP/2 connection with the relay as h2 client; the relay's
+//! first stream is the control stream, whose DATA frames carry [`Control`] messages in the same
+//! frame format.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{DecodeError, EncodeError};
+
+/// The message kind byte of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// Agent to relay, first frame on a connection.
+    Hello = 1,
+    /// Relay to agent: the session is up.
+    Welcome = 2,
+    /// Relay to agent: the session is refused; the relay closes after sending it.
+    Refused = 3,
+    /// Either way, on the control stream.
+    Control = 4,
+}
+
+impl MessageKind {
+    /// Maps a kind byte to a kind.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Hello,
+            2 => Self::Welcome,
+            3 => Self::Refused,
+            4 => Self::Control,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "Hello",
+            Self::Welcome => "Welcome",
+            Self::Refused => "Refused",
+            Self::Control => "Control",
+        }
+    }
+}
+
+/// What a tunnel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    /// Raw TCP on a public port.
+    Tcp,
+    /// HTTP routed by host name.
+    Http,
+}
+
+impl TunnelKind {
+    /// Lowercase name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// One tunnel the agent asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSpec {
+    /// Tcp or http.
+    pub kind: TunnelKind,
+    /// Port of the local service on the agent's side.
+    pub local_port: u16,
+    /// For tcp: a specific public port, if the token allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    /// For http: the `<id>` part of the public host name; defaults to the client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// First frame from the agent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Credential: a shared secret today, a signed token later. Never logged.
+    pub token: String,
+    /// Name the agent would like to be known by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Tunnels to open.
+    pub tunnels: Vec<TunnelSpec>,
+    /// Software name and version of the agent, for logs.
+    #[serde(default)]
+    pub agent: String,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("token", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("tunnels", &self.tunnels)
+            .field("agent", &self.agent)
+            .finish()
+    }
+}
+
+/// A tunnel the relay opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelGrant {
+    /// Registry name of the tunnel, unique on the relay (for tcp: `tcp-<public port>`).
+    pub name: String,
+    /// Tcp or http.
+    pub kind: TunnelKind,
+    /// Local port on the agent this tunnel forwards to.
+    pub local_port: u16,
+    /// Where the public reaches it, for example `tcp://relay.example.com:20001`.
+    pub public_url: String,
+}
+
+/// The relay accepted the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Relay-chosen session id, for logs and the status API.
+    pub session_id: String,
+    /// The client id the relay settled on.
+    pub client_id: String,
+    /// One entry per requested tunnel, in request order.
+    pub tunnels: Vec<TunnelGrant>,
+    /// Heartbeat interval the relay uses, in milliseconds.
+    pub heartbeat_ms: u64,
+}
+
+/// Why a session was refused. Tells the agent whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefuseCode {
+    /// The token is missing, wrong, expired or revoked. Retrying will not help.
+    Unauthorized,
+    /// The Hello was invalid (no tunnels, bad port, too many tunnels). Retrying will not help.
+    BadRequest,
+    /// The requested public port is outside what this relay or token allows.
+    PortNotAllowed,
+    /// The requested public port or name is in use right now; may succeed later.
+    Unavailable,
+    /// The relay is at capacity or shutting down; may succeed later.
+    Overloaded,
+}
+
+impl RefuseCode {
+    /// True when the same Hello can never succeed, so an agent must stop retrying.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, Self::Unauthorized | Self::BadRequest | Self::PortNotAllowed)
+    }
+}
+
+/// The relay refused the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Machine-readable reason.
+    pub code: RefuseCode,
+    /// Human-readable explanation, safe to print.
+    pub message: String,
+}
+
+/// Messages on the control stream, after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Agent to relay: remove my tunnels now, I am leaving.
+    Unregister,
+    /// Relay to agent: the relay is draining; reconnect elsewhere once in-flight streams end.
+    Drain {
+        /// Milliseconds until the relay closes the connection.
+        deadline_ms: u64,
+    },
+    /// Relay to agent: something the agent's operator should see.
+    Notice {
+        /// Text to print.
+        message: String,
+    },
+}
+
+/// Any framed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`Refused`].
+    Refused(Refused),
+    /// See [`Control`].
+    Control(Control),
+}
+
+impl Message {
+    /// The kind byte for this message.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Hello(_) => MessageKind::Hello,
+            Self::Welcome(_) => MessageKind::Welcome,
+            Self::Refused(_) => MessageKind::Refused,
+            Self::Control(_) => MessageKind::Control,
+        }
+    }
+
+    pub(crate) fn to_body(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(match self {
+            Self::Hello(m) => serde_json::to_vec(m)?,
+            Self::Welcome(m) => serde_json::to_vec(m)?,
+            Self::Refused(m) => serde_json::to_vec(m)?,
+            Self::Control(m) => serde_json::to_vec(m)?,
+        })
+    }
+
+    /// Parses a body of the given kind.
+    pub fn from_body(kind: MessageKind, body: &[u8]) -> Result<Self, DecodeError> {
+        let bad = |e: serde_json::Error| DecodeError::Malformed { kind: kind.name(), reason: e.to_string() };
+        Ok(match kind {
+            MessageKind::Hello => Self::Hello(serde_json::from_slice(body).map_err(bad)?),
+            MessageKind::Welcome => Self::Welcome(serde_json::from_slice(body).map_err(bad)?),
+            MessageKind::Refused => Self::Refused(serde_json::from_slice(body).map_err(bad)?),
+            MessageKind::Control => Self::Control(serde_json::from_slice(body).map_err(bad)?),
+        })
+    }
+}

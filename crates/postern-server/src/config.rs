@@ -1,0 +1,185 @@
+//! Relay configuration and its validation.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Public ports TCP tunnels may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRange {
+    /// Let the operating system pick a free port (`0`). Handy for tests; a client may not ask
+    /// for a specific port in this mode.
+    Ephemeral,
+    /// An inclusive range, `lo-hi`.
+    Range(u16, u16),
+}
+
+impl PortRange {
+    /// True when `port` may be handed out.
+    pub fn contains(&self, port: u16) -> bool {
+        match *self {
+            Self::Ephemeral => false,
+            Self::Range(lo, hi) => (lo..=hi).contains(&port),
+        }
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ephemeral => f.write_str("0"),
+            Self::Range(lo, hi) => write!(f, "{lo}-{hi}"),
+        }
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::PortRange(s.to_string());
+        if s.trim() == "0" {
+            return Ok(Self::Ephemeral);
+        }
+        let (lo, hi) = match s.split_once('-') {
+            Some((lo, hi)) => (lo.trim(), hi.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let lo: u16 = lo.parse().map_err(|_| bad())?;
+        let hi: u16 = hi.parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(Self::Range(lo, hi))
+    }
+}
+
+/// A configuration mistake, found before anything is bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--tcp-ports` is not `lo-hi` with `0 < lo <= hi`, or `0`.
+    #[error("invalid TCP port range {0:?}: expected LOW-HIGH such as 20000-29999, or 0 for OS-assigned ports")]
+    PortRange(String),
+    /// An open relay on a public address.
+    #[error(
+        "refusing to run without a token on the non-loopback address {0}: anyone could open tunnels. \
+         Set --token (or POSTERN_TOKEN), or pass --allow-anonymous if that is really what you want"
+    )]
+    OpenRelay(SocketAddr),
+    /// A nonsensical limit.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Everything the relay needs to know, already parsed.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// Host name used in public URLs (`tcp://<domain>:<port>`).
+    pub domain: String,
+    /// Address public TCP tunnel listeners bind to.
+    pub tcp_bind: IpAddr,
+    /// Ports TCP tunnels get.
+    pub tcp_ports: PortRange,
+    /// Shared secret agents must present; `None` accepts any agent.
+    pub token: Option<String>,
+    /// Whether running without a token on a public address is allowed.
+    pub allow_anonymous: bool,
+    /// Time an agent has to finish TLS and send its Hello.
+    pub handshake_timeout: Duration,
+    /// Interval between h2 PINGs to each agent.
+    pub heartbeat_interval: Duration,
+    /// An agent that has not answered a PING for this long is dropped.
+    pub heartbeat_timeout: Duration,
+    /// Concurrent agent connections, handshaking ones included.
+    pub max_agents: usize,
+    /// Tunnels one agent may open in its Hello.
+    pub max_tunnels_per_agent: usize,
+    /// Concurrent public TCP connections across all tunnels.
+    pub max_public_connections: usize,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("domain", &self.domain)
+            .field("tcp_bind", &self.tcp_bind)
+            .field("tcp_ports", &self.tcp_ports)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("max_agents", &self.max_agents)
+            .field("max_tunnels_per_agent", &self.max_tunnels_per_agent)
+            .field("max_public_connections", &self.max_public_connections)
+            .finish()
+    }
+}
+
+impl Default for RelayConfig {
+    /// The development defaults: everything on loopback, no token.
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            tcp_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tcp_ports: PortRange::Range(20000, 29999),
+            token: None,
+            allow_anonymous: false,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            max_agents: 10_000,
+            max_tunnels_per_agent: 32,
+            max_public_connections: 50_000,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks the settings against each other and against the control address.
+    pub fn validate(&self, control_addr: SocketAddr) -> Result<(), ConfigError> {
+        if self.token.is_none() && !self.allow_anonymous && !control_addr.ip().is_loopback() {
+            return Err(ConfigError::OpenRelay(control_addr));
+        }
+        if matches!(&self.token, Some(t) if t.is_empty()) {
+            return Err(ConfigError::Invalid("the token must not be empty".into()));
+        }
+        for (name, d) in [
+            ("handshake timeout", self.handshake_timeout),
+            ("heartbeat interval", self.heartbeat_interval),
+            ("heartbeat timeout", self.heartbeat_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!("the {name} must be above zero")));
+            }
+        }
+        if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
+            return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_parses() {
+        assert_eq!("20000-29999".parse::<PortRange>().ok(), Some(PortRange::Range(20000, 29999)));
+        assert_eq!("0".parse::<PortRange>().ok(), Some(PortRange::Ephemeral));
+        assert_eq!("443".parse::<PortRange>().ok(), Some(PortRange::Range(443, 443)));
+        for bad in ["", "a-b", "30000-20000", "0-10", "1-70000"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn open_relay_on_public_address_is_refused() {
+        let cfg = RelayConfig::default();
+        assert!(cfg.validate("127.0.0.1:7000".parse().expect("addr")).is_ok());
+        assert!(matches!(cfg.validate("0.0.0.0:7000".parse().expect("addr")), Err(ConfigError::OpenRelay(_))));
+        let cfg = RelayConfig { token: Some("t".into()), ..RelayConfig::default() };
+        assert!(cfg.validate("0.0.0.0:7000".parse().expect("addr")).is_ok());
+    }
+}

@@ -1,0 +1,30 @@
+//! The postern relay.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`RelayConfig`], validated before any port is bound; [`PortRange`].
+//! - [`certs`]: the relay certificate: operator PEM files or the development CA.
+//! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate in `--state-dir`.
+//! - [`auth`]: checks the credential in an agent's `Hello`.
+//! - [`listener`]: the control-port accept loop, with a connection cap.
+//! - [`session`]: one agent connection: TLS, handshake, then the reverse-h2 mux, control stream
+//!   and heartbeat, until it ends; then its tunnels are removed.
+//! - [`agent`]: [`agent::AgentHandle`], the relay's way to open a stream to an agent.
+//! - [`registry`]: live tunnels by name, with a change feed.
+//! - [`tcp_edge`]: one public listener per TCP tunnel, splicing each connection to a stream.
+//! - [`relay`]: [`Relay`], which ties these together and runs until the shutdown token fires.
+
+pub mod agent;
+pub mod auth;
+pub mod certs;
+pub mod config;
+pub mod dev_ca;
+pub mod listener;
+pub mod registry;
+pub mod relay;
+pub mod session;
+pub mod tcp_edge;
+
+pub use config::{ConfigError, PortRange, RelayConfig};
+pub use registry::{Registry, TunnelInfo};
+pub use relay::{Relay, RelayError};

@@ -1,0 +1,45 @@
+//! The control-port accept loop.
+//!
+//! A semaphore caps concurrent agent connections (handshaking ones included); a connection over
+//! the cap is closed at once. Each accepted connection runs in its own task with its own span.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::session::{self, Shared};
+
+/// Accepts agents until `shutdown` fires. Returns the tracker of session tasks.
+pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> TaskTracker {
+    let tasks = TaskTracker::new();
+    let cap = Arc::new(Semaphore::new(shared.config.max_agents));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the control port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = cap.clone().try_acquire_owned() else {
+            warn!(%peer, "agent connection refused: relay is at its agent cap");
+            continue;
+        };
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            session::run(stream, peer, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+    tasks.close();
+    tasks
+}

@@ -1,0 +1,358 @@
+//! One agent connection, from TCP accept to cleanup.
+//!
+//! 1. TLS with ALPN `postern/1`, then the agent's `Hello`, both within the handshake timeout.
+//! 2. Authentication and validation; public ports are bound before anything is promised.
+//! 3. `Welcome` (or `Refused`, then close).
+//! 4. The same connection becomes HTTP/2 with the relay as client. The first stream is the
+//!    control stream. PINGs run every heartbeat interval.
+//! 5. The session ends when the agent unregisters or disconnects, a heartbeat is missed, or the
+//!    relay shuts down. Its tunnels leave the registry and their public ports close.
+
+use std::future::pending;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use h2::{Ping, PingPong};
+use http::StatusCode;
+use postern_proto::stream::StreamKind;
+use postern_proto::{
+    Control, DecodeError, Decoder, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, Welcome, ALPN,
+};
+use postern_transport::framed::{read_message, write_message, FrameIoError};
+use postern_transport::mux;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{field, info, info_span, warn, Instrument, Span};
+
+use crate::agent::{AgentHandle, OpenError};
+use crate::auth::{AuthError, Authenticator};
+use crate::config::RelayConfig;
+use crate::registry::{Registry, Tunnel, TunnelInfo};
+use crate::tcp_edge;
+
+/// State every session shares.
+pub struct Shared {
+    /// Settings.
+    pub config: RelayConfig,
+    /// Credential check.
+    pub auth: Authenticator,
+    /// Live tunnels.
+    pub registry: Arc<Registry>,
+    /// TLS for the control port.
+    pub tls: TlsAcceptor,
+    /// Cap on concurrent public TCP connections.
+    pub public_conns: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).field("tunnels", &self.registry.len()).finish()
+    }
+}
+
+/// How a session ended, when it ended without a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The agent sent `Unregister`.
+    Unregistered,
+    /// The agent closed the connection.
+    AgentClosed,
+    /// The relay is shutting down.
+    RelayShutdown,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unregistered => "agent unregistered",
+            Self::AgentClosed => "agent closed the connection",
+            Self::RelayShutdown => "relay shutting down",
+        })
+    }
+}
+
+/// Why a session failed. [`SessionError::fault`] says whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// TLS failed (wrong protocol, bad client, reset).
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The agent did not offer ALPN `postern/1`.
+    #[error("client did not negotiate ALPN postern/1 (got {0:?})")]
+    Alpn(Option<String>),
+    /// The agent took too long to finish TLS and send its Hello.
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The handshake frames were invalid.
+    #[error("handshake: {0}")]
+    Frame(#[from] FrameIoError),
+    /// A frame that is not a Hello came first.
+    #[error("expected Hello, got {0}")]
+    UnexpectedMessage(&'static str),
+    /// The token was refused.
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    /// The Hello asked for something that cannot be granted.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The h2 connection failed.
+    #[error("mux: {0}")]
+    Mux(#[source] h2::Error),
+    /// A PING was not answered in time.
+    #[error("agent missed its heartbeat ({0:?} without a PING answer)")]
+    HeartbeatTimeout(Duration),
+    /// The control stream carried garbage.
+    #[error("control stream: {0}")]
+    Control(#[from] DecodeError),
+    /// The control stream could not be opened.
+    #[error("control stream: {0}")]
+    ControlOpen(#[from] OpenError),
+}
+
+impl SessionError {
+    /// `"agent"` when the agent (or the network to it) is at fault, `"relay"` otherwise.
+    pub fn fault(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "policy",
+            Self::ControlOpen(OpenError::Metadata(_)) => "relay",
+            _ => "agent",
+        }
+    }
+}
+
+/// Runs one agent connection to its end and logs the outcome once.
+pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let span = info_span!("agent", %peer, session = field::Empty, client = field::Empty);
+    async move {
+        match serve(stream, peer, &shared, &shutdown).await {
+            Ok(end) => info!(outcome = %end, "agent session ended"),
+            Err(e) => warn!(error = %e, fault = e.fault(), "agent session failed"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<SessionEnd, SessionError> {
+    let _ = stream.set_nodelay(true);
+    let limit = shared.config.handshake_timeout;
+    let (mut tls, hello) = tokio::time::timeout(limit, async {
+        let mut tls = shared.tls.accept(stream).await.map_err(SessionError::Tls)?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+        if alpn.as_deref().map(str::as_bytes) != Some(ALPN) {
+            return Err(SessionError::Alpn(alpn));
+        }
+        let msg = read_message(&mut tls).await?;
+        Ok((tls, msg))
+    })
+    .await
+    .map_err(|_| SessionError::HandshakeTimeout(limit))??;
+    let hello = match hello {
+        Message::Hello(h) => h,
+        other => return Err(SessionError::UnexpectedMessage(kind_name(&other))),
+    };
+
+    if let Err(e) = shared.auth.check(&hello.token) {
+        refuse(&mut tls, RefuseCode::Unauthorized, e.to_string()).await;
+        return Err(e.into());
+    }
+    let session_id = format!("{:016x}", rand::random::<u64>());
+    let client_id = match client_id(&hello, &session_id) {
+        Ok(id) => id,
+        Err(msg) => return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await),
+    };
+    Span::current().record("session", session_id.as_str()).record("client", client_id.as_str());
+
+    // Reserve every public port before promising anything.
+    let mut bound = Vec::new();
+    if hello.tunnels.is_empty() {
+        return Err(refuse_with(&mut tls, RefuseCode::BadRequest, "no tunnels requested".into()).await);
+    }
+    if hello.tunnels.len() > shared.config.max_tunnels_per_agent {
+        let msg = format!(
+            "{} tunnels requested, this relay allows {} per client",
+            hello.tunnels.len(),
+            shared.config.max_tunnels_per_agent
+        );
+        return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+    }
+    for spec in &hello.tunnels {
+        match spec.kind {
+            TunnelKind::Tcp => match tcp_edge::bind(&shared.config, spec.remote_port).await {
+                Ok(listener) => bound.push((spec.clone(), listener)),
+                Err(e) => return Err(refuse_with(&mut tls, e.code(), e.to_string()).await),
+            },
+            TunnelKind::Http => {
+                let msg = "this relay does not serve HTTP tunnels yet; use a tcp tunnel".to_string();
+                return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+            }
+        }
+    }
+    let grants: Vec<(TunnelGrant, TcpListener, u16)> = bound
+        .into_iter()
+        .filter_map(|(spec, listener)| {
+            let port = listener.local_addr().ok()?.port();
+            let grant = TunnelGrant {
+                name: format!("tcp-{port}"),
+                kind: TunnelKind::Tcp,
+                local_port: spec.local_port,
+                public_url: format!("tcp://{}:{port}", shared.config.domain),
+            };
+            Some((grant, listener, port))
+        })
+        .collect();
+
+    let welcome = Welcome {
+        session_id: session_id.clone(),
+        client_id: client_id.clone(),
+        tunnels: grants.iter().map(|(g, _, _)| g.clone()).collect(),
+        heartbeat_ms: shared.config.heartbeat_interval.as_millis() as u64,
+    };
+    write_message(&mut tls, &Message::Welcome(welcome)).await?;
+
+    let (send, mut conn) = mux::client_builder().handshake::<_, Bytes>(tls).await.map_err(SessionError::Mux)?;
+    let closed = CancellationToken::new();
+    let _close_on_exit = closed.clone().drop_guard();
+    let agent = AgentHandle::new(session_id.as_str().into(), client_id.as_str().into(), send, closed.clone());
+
+    let mut names = Vec::new();
+    for (grant, listener, port) in grants {
+        let info = TunnelInfo {
+            name: grant.name.clone(),
+            kind: grant.kind,
+            public_url: grant.public_url.clone(),
+            public_port: Some(port),
+            local_port: grant.local_port,
+            client_id: client_id.clone(),
+            session_id: session_id.clone(),
+            agent_addr: peer,
+            since: SystemTime::now(),
+        };
+        // The port is bound by us, so the name `tcp-<port>` cannot be taken by a live tunnel.
+        if shared.registry.insert(Tunnel { info, agent: agent.clone() }).is_err() {
+            warn!(tunnel = %grant.name, "tunnel name unexpectedly taken; skipping");
+            continue;
+        }
+        info!(tunnel = %grant.name, url = %grant.public_url, "tunnel up");
+        names.push(grant.name.clone());
+        tokio::spawn(
+            tcp_edge::serve(listener, grant.name.into(), agent.clone(), shared.public_conns.clone(), closed.clone())
+                .instrument(Span::current()),
+        );
+    }
+
+    let ping_pong = conn.ping_pong();
+    let cfg = &shared.config;
+    let outcome = tokio::select! {
+        r = &mut conn => match r {
+            Ok(()) => Ok(SessionEnd::AgentClosed),
+            Err(e) if e.is_io() || e.is_go_away() => Ok(SessionEnd::AgentClosed),
+            Err(e) => Err(SessionError::Mux(e)),
+        },
+        e = heartbeat(ping_pong, cfg.heartbeat_interval, cfg.heartbeat_timeout) => Err(e),
+        r = control(&agent) => r,
+        _ = shutdown.cancelled() => Ok(SessionEnd::RelayShutdown),
+    };
+
+    closed.cancel();
+    for name in &names {
+        if shared.registry.remove(name, &session_id).is_some() {
+            info!(tunnel = %name, "tunnel down");
+        }
+    }
+    outcome
+}
+
+fn kind_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "Hello",
+        Message::Welcome(_) => "Welcome",
+        Message::Refused(_) => "Refused",
+        Message::Control(_) => "Control",
+    }
+}
+
+/// Settles the client id: the requested one if it is a valid DNS label, else derived.
+fn client_id(hello: &Hello, session_id: &str) -> Result<String, String> {
+    match &hello.client_id {
+        None => Ok(format!("agent-{}", &session_id[..8])),
+        Some(id) => {
+            let id = id.to_ascii_lowercase();
+            let ok = !id.is_empty()
+                && id.len() <= 63
+                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !id.starts_with('-')
+                && !id.ends_with('-');
+            if ok {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "client id {id:?} is not a DNS label: use 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'"
+                ))
+            }
+        }
+    }
+}
+
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, code: RefuseCode, message: String) {
+    let msg = Message::Refused(Refused { code, message });
+    // Best effort: the agent may already be gone.
+    if write_message(io, &msg).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+}
+
+async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, code: RefuseCode, message: String) -> SessionError {
+    refuse(io, code, message.clone()).await;
+    SessionError::Refused(message)
+}
+
+/// Pings the agent every `interval`; returns when a PING goes unanswered for `timeout`.
+async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Duration) -> SessionError {
+    let Some(mut pp) = ping_pong else {
+        return pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pp.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return SessionError::Mux(e),
+            Err(_) => return SessionError::HeartbeatTimeout(timeout),
+        }
+    }
+}
+
+/// Opens the control stream and reads the agent's control messages until it unregisters.
+async fn control(agent: &AgentHandle) -> Result<SessionEnd, SessionError> {
+    let (response, _send) = agent.open(StreamKind::Control, "", None).await?;
+    let response = response.await.map_err(SessionError::Mux)?;
+    if response.status() != StatusCode::OK {
+        return Err(SessionError::Refused(format!("agent refused the control stream: {}", response.status())));
+    }
+    let mut body = response.into_body();
+    let mut decoder = Decoder::new();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(SessionError::Mux)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        while let Some(msg) = decoder.decode(&mut buf)? {
+            match msg {
+                Message::Control(Control::Unregister) => return Ok(SessionEnd::Unregistered),
+                other => warn!(message = ?other, "ignoring unexpected control message from agent"),
+            }
+        }
+    }
+    // The agent ended its side of the control stream: it is leaving.
+    Ok(SessionEnd::Unregistered)
+}

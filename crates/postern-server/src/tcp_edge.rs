@@ -1,0 +1,167 @@
+//! The TCP edge: one public listener per TCP tunnel.
+//!
+//! Each accepted connection becomes one h2 stream to the agent. Bytes from the public peer start
+//! flowing at once (the agent buffers them in the stream window while it connects locally); bytes
+//! back start once the agent has answered `200`. A `502` from the agent (local service refused)
+//! closes the public connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use postern_proto::stream::{StreamKind, REFUSE_REASON};
+use postern_proto::RefuseCode;
+use postern_transport::splice::{socket_to_stream, stream_to_socket, SpliceError, SpliceStats};
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::agent::{AgentHandle, OpenError};
+use crate::config::{PortRange, RelayConfig};
+
+/// Why a public port could not be given out. The message is safe to send to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The requested port is outside the relay's range.
+    #[error("port {port} is outside this relay's TCP port range {range}")]
+    NotAllowed {
+        /// The port asked for.
+        port: u16,
+        /// The relay's range.
+        range: PortRange,
+    },
+    /// The requested port, or every port in the range, is in use.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl BindError {
+    /// The refusal code an agent gets for this error.
+    pub fn code(&self) -> RefuseCode {
+        match self {
+            Self::NotAllowed { .. } => RefuseCode::PortNotAllowed,
+            Self::Unavailable(_) => RefuseCode::Unavailable,
+        }
+    }
+}
+
+/// Binds a public listener: the requested port, or a free one from the range.
+pub async fn bind(config: &RelayConfig, requested: Option<u16>) -> Result<TcpListener, BindError> {
+    let ip = config.tcp_bind;
+    match (config.tcp_ports, requested) {
+        (range, Some(port)) if !range.contains(port) => Err(BindError::NotAllowed { port, range }),
+        (_, Some(port)) => TcpListener::bind(SocketAddr::new(ip, port))
+            .await
+            .map_err(|e| BindError::Unavailable(format!("port {port} is not available: {e}"))),
+        (PortRange::Ephemeral, None) => TcpListener::bind(SocketAddr::new(ip, 0))
+            .await
+            .map_err(|e| BindError::Unavailable(format!("no ephemeral port available: {e}"))),
+        (PortRange::Range(lo, hi), None) => {
+            // Start at a random place so names are not predictable and restarts spread out.
+            let span = u32::from(hi - lo) + 1;
+            let start = rand::rng().random_range(0..span);
+            for i in 0..span {
+                let port = lo + ((start + i) % span) as u16;
+                if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)).await {
+                    return Ok(l);
+                }
+            }
+            Err(BindError::Unavailable(format!("every port in {lo}-{hi} is in use")))
+        }
+    }
+}
+
+/// Accepts public connections for `tunnel` until `closed` fires; then the port is released.
+pub async fn serve(
+    listener: TcpListener,
+    tunnel: Arc<str>,
+    agent: AgentHandle,
+    public_conns: Arc<Semaphore>,
+    closed: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = closed.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed on public port");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = public_conns.clone().try_acquire_owned() else {
+            warn!(%peer, "public connection refused: relay is at its connection cap");
+            continue;
+        };
+        let span = info_span!("public", %peer, tunnel = %tunnel);
+        let (tunnel, agent, closed) = (tunnel.clone(), agent.clone(), closed.clone());
+        tokio::spawn(
+            async move {
+                let outcome = tokio::select! {
+                    r = handle(stream, peer, &tunnel, &agent) => r,
+                    _ = closed.cancelled() => Err(EdgeError::AgentGone),
+                };
+                match outcome {
+                    Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
+                    Err(e) => debug!(error = %e, "public connection failed"),
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Why a public connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The agent could not be reached.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The agent went away.
+    #[error("agent disconnected")]
+    AgentGone,
+    /// The agent answered, but not with 200 (the local service refused, typically).
+    #[error("agent refused the stream ({status}): {reason}")]
+    Refused {
+        /// The agent's status.
+        status: StatusCode,
+        /// The agent's reason header.
+        reason: String,
+    },
+    /// Copying failed.
+    #[error(transparent)]
+    Splice(#[from] SpliceError),
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tunnel: &str,
+    agent: &AgentHandle,
+) -> Result<SpliceStats, EdgeError> {
+    let _ = stream.set_nodelay(true);
+    let (response, send) = agent.open(StreamKind::Tcp, tunnel, Some(peer)).await?;
+    let (reader, writer) = stream.into_split();
+    let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send).await?) };
+    let down = async {
+        let response = response.await.map_err(|e| EdgeError::Open(OpenError::AgentGone(e)))?;
+        if response.status() != StatusCode::OK {
+            let reason = response
+                .headers()
+                .get(REFUSE_REASON)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no reason given")
+                .to_string();
+            return Err(EdgeError::Refused { status: response.status(), reason });
+        }
+        Ok(stream_to_socket(response.into_body(), writer).await?)
+    };
+    let (up, down) = tokio::try_join!(up, down)?;
+    Ok(SpliceStats { socket_to_stream: up, stream_to_socket: down })
+}

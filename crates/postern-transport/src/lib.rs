@@ -1,0 +1,15 @@
+//! Transport pieces shared by the relay and the agent.
+//!
+//! # Layout
+//!
+//! - [`framed`]: reads and writes handshake frames on an async stream without ever reading past
+//!   the frame, so the h2 connection that follows starts on the right byte.
+//! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps).
+//! - [`splice`]: copies bytes between a socket and an h2 stream with flow-control backpressure and
+//!   correct half-close.
+//! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.
+
+pub mod framed;
+pub mod mux;
+pub mod splice;
+pub mod tls;

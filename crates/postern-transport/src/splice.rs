@@ -1,0 +1,115 @@
+//! Splicing a byte stream (a socket) to an h2 stream, both ways.
+//!
+//! - Socket to h2: read, then wait for send capacity before each DATA frame, so a slow agent
+//!   applies backpressure to the public socket instead of growing a buffer.
+//! - h2 to socket: write each DATA frame, then release its flow-control capacity, so a slow
+//!   public reader stops the agent through the window instead of filling the relay's memory.
+//! - EOF on the socket becomes END_STREAM; END_STREAM from the peer becomes `shutdown()` on the
+//!   socket's write half. Either direction may finish first (half-close).
+//! - An error in either direction drops both halves, which resets the h2 stream.
+
+use std::future::poll_fn;
+
+use bytes::{Bytes, BytesMut};
+use h2::{Reason, RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// Bytes moved by a finished splice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// Bytes read from the socket and sent on the h2 stream.
+    pub socket_to_stream: u64,
+    /// Bytes received on the h2 stream and written to the socket.
+    pub stream_to_socket: u64,
+}
+
+/// Where a splice failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    /// The socket side failed (the public peer or the local service).
+    #[error("socket error: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The h2 stream was reset or the mux connection failed.
+    #[error("tunnel stream error: {0}")]
+    Stream(#[source] h2::Error),
+}
+
+/// Copies until both directions have finished, or one fails.
+pub async fn splice<R, W>(
+    reader: R,
+    writer: W,
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+) -> Result<SpliceStats, SpliceError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (up, down) = tokio::try_join!(socket_to_stream(reader, send), stream_to_socket(recv, writer))?;
+    Ok(SpliceStats { socket_to_stream: up, stream_to_socket: down })
+}
+
+/// Reads the socket until EOF, sending every byte on `send`, then ends the stream.
+pub async fn socket_to_stream<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut send: SendStream<Bytes>,
+) -> Result<u64, SpliceError> {
+    let mut total = 0u64;
+    let mut want = MIN_READ;
+    let mut buf = BytesMut::new();
+    loop {
+        buf.reserve(want);
+        let n = match reader.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                send.send_reset(Reason::CANCEL);
+                return Err(SpliceError::Socket(e));
+            }
+        };
+        if n == 0 {
+            send.send_data(Bytes::new(), true).map_err(SpliceError::Stream)?;
+            return Ok(total);
+        }
+        total += n as u64;
+        // Grow the read size while reads fill the buffer; idle connections keep a small one.
+        if n >= want && want < MAX_READ {
+            want *= 2;
+        }
+        send_all(&mut send, buf.split().freeze()).await?;
+    }
+}
+
+/// Sends `data` on `send`, waiting for flow-control capacity as needed. Does not end the stream.
+pub async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), SpliceError> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        match poll_fn(|cx| send.poll_capacity(cx)).await {
+            None => return Err(SpliceError::Stream(h2::Error::from(Reason::STREAM_CLOSED))),
+            Some(Err(e)) => return Err(SpliceError::Stream(e)),
+            Some(Ok(0)) => continue,
+            Some(Ok(n)) => {
+                let chunk = data.split_to(n.min(data.len()));
+                send.send_data(chunk, false).map_err(SpliceError::Stream)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every DATA frame of `recv` to the socket, then shuts the socket's write half down.
+pub async fn stream_to_socket<W: AsyncWrite + Unpin>(mut recv: RecvStream, mut writer: W) -> Result<u64, SpliceError> {
+    let mut total = 0u64;
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.map_err(SpliceError::Stream)?;
+        let n = chunk.len();
+        writer.write_all(&chunk).await.map_err(SpliceError::Socket)?;
+        total += n as u64;
+        // Ignore the error: it only means the stream is already closed.
+        let _ = recv.flow_control().release_capacity(n);
+    }
+    writer.shutdown().await.map_err(SpliceError::Socket)?;
+    Ok(total)
+}

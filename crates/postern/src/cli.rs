@@ -1,0 +1,143 @@
+//! The clap definition of every subcommand and flag.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// postern: expose local services through a self-hosted relay.
+///
+/// Run `postern server` on a machine the public can reach, then `postern tcp PORT` next to the
+/// service you want to expose. `postern demo` runs both on this machine to try it out.
+#[derive(Debug, Parser)]
+#[command(name = "postern", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, for example `info`, `debug` or `postern_server=debug` [env: POSTERN_LOG]
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay. With no arguments: a development relay on 127.0.0.1 with a self-signed
+    /// certificate for localhost and *.localhost, created in --state-dir.
+    Server(ServerArgs),
+    /// Expose a local TCP port through a relay, for example `postern tcp 5432`.
+    Tcp(TcpArgs),
+    /// Try postern on this machine: a relay, a demo web service on 127.0.0.1:8000, and a client
+    /// that exposes it through a tunnel.
+    Demo(DemoArgs),
+}
+
+/// `postern server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TOML config file; flags and POSTERN_* variables override its values.
+    #[arg(long, short = 'c', env = "POSTERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address agents connect to [default: 127.0.0.1:7000]
+    #[arg(long, env = "POSTERN_CONTROL_ADDR")]
+    pub control_addr: Option<SocketAddr>,
+    /// Host name used in public URLs, e.g. tunnel.example.com [default: localhost]
+    #[arg(long, env = "POSTERN_DOMAIN")]
+    pub domain: Option<String>,
+    /// Address public TCP tunnel ports bind to; 0.0.0.0 to accept from anywhere [default: 127.0.0.1]
+    #[arg(long, env = "POSTERN_TCP_BIND")]
+    pub tcp_bind: Option<IpAddr>,
+    /// Public ports TCP tunnels get, LOW-HIGH, or 0 for OS-assigned [default: 20000-29999]
+    #[arg(long, env = "POSTERN_TCP_PORTS")]
+    pub tcp_ports: Option<String>,
+    /// Shared secret clients must present. Without it any client may open tunnels, which the
+    /// relay only allows on a loopback control address (or with --allow-anonymous).
+    #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Allow a relay without a token on a non-loopback address.
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// Directory for state: the development CA and certificate, later leases and revocations
+    /// [default: $STATE_DIRECTORY, else ./postern-state]
+    #[arg(long, env = "POSTERN_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// PEM certificate chain for the relay (e.g. certbot's fullchain.pem). Without it a
+    /// development certificate is generated in --state-dir.
+    #[arg(long, env = "POSTERN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching --tls-cert (e.g. certbot's privkey.pem).
+    #[arg(long, env = "POSTERN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Time a client has to finish TLS and its Hello [default: 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Option<std::time::Duration>,
+    /// Interval between heartbeat PINGs to each client [default: 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<std::time::Duration>,
+    /// A client that has not answered a PING for this long is dropped [default: 30s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Option<std::time::Duration>,
+    /// Maximum concurrent client connections [default: 10000]
+    #[arg(long)]
+    pub max_agents: Option<usize>,
+    /// Maximum concurrent public TCP connections [default: 50000]
+    #[arg(long)]
+    pub max_public_connections: Option<usize>,
+    /// Validate the configuration and TLS files, print the result, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Options shared by every client subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Relay control address, host:port
+    #[arg(long, short = 's', env = "POSTERN_SERVER", default_value = "localhost:7000")]
+    pub server: String,
+    /// Token for the relay
+    #[arg(long, short = 't', env = "POSTERN_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// CA certificate (PEM) to trust for the relay, instead of the system roots. For a
+    /// development relay this is ca.pem in its --state-dir.
+    #[arg(long, env = "POSTERN_CA")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the relay's certificate. Anyone on the path can then read and change the
+    /// traffic; for debugging only.
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+    /// Name this client asks to be known by (a DNS label) [default: chosen by the relay]
+    #[arg(long, env = "POSTERN_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Host the local service listens on
+    #[arg(long, default_value = "localhost")]
+    pub local_host: String,
+    /// Longest wait between reconnect attempts
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: std::time::Duration,
+}
+
+/// `postern tcp`.
+#[derive(Debug, Args)]
+pub struct TcpArgs {
+    /// Local port to expose
+    pub port: u16,
+    /// Ask for this public port (must be in the relay's range and free)
+    #[arg(long, short = 'r')]
+    pub remote_port: Option<u16>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `postern demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Control address of the demo relay
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub control_addr: SocketAddr,
+    /// Address of the demo web service
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub demo_addr: SocketAddr,
+    /// Directory for the development CA and certificate
+    #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+    pub state_dir: PathBuf,
+}

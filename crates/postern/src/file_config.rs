@@ -1,0 +1,62 @@
+//! The relay's TOML config file. Unknown keys are errors, so typos do not pass silently.
+//!
+//! ```toml
+//! control_addr = "0.0.0.0:7000"
+//! domain = "tunnel.example.com"
+//! tcp_bind = "0.0.0.0"
+//! tcp_ports = "20000-29999"
+//! token = "a long random secret"
+//! state_dir = "/var/lib/postern"
+//! tls_cert = "/etc/letsencrypt/live/tunnel.example.com/fullchain.pem"
+//! tls_key = "/etc/letsencrypt/live/tunnel.example.com/privkey.pem"
+//! handshake_timeout = "10s"
+//! heartbeat_interval = "10s"
+//! heartbeat_timeout = "30s"
+//! max_agents = 10000
+//! max_public_connections = 50000
+//! allow_anonymous = false
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Everything the file may set; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub control_addr: Option<SocketAddr>,
+    pub domain: Option<String>,
+    pub tcp_bind: Option<IpAddr>,
+    pub tcp_ports: Option<String>,
+    pub token: Option<String>,
+    pub allow_anonymous: Option<bool>,
+    pub state_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub handshake_timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub heartbeat_timeout: Option<String>,
+    pub max_agents: Option<usize>,
+    pub max_public_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+/// Parses a duration such as `10s` or `1m 30s` from the config file.
+pub fn duration(key: &str, value: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
+    value
+        .map(|v| {
+            humantime::parse_duration(v)
+                .with_context(|| format!("config key {key}: {v:?} is not a duration like \"10s\""))
+        })
+        .transpose()
+}

@@ -1,0 +1,182 @@
+//! Harness for end-to-end tests: a real relay, real agents and real origins, all on
+//! 127.0.0.1 with ephemeral ports and real TLS (a development CA generated per test).
+//!
+//! # Layout
+//!
+//! - [`TestRelay`]: a relay on `127.0.0.1:0` with its own temporary state directory.
+//! - [`TestAgent`]: an agent task with its state channel and its own shutdown token.
+//! - [`origin`]: local services to tunnel to: echo, and half-close probes.
+//! - [`payload`] and [`sha256`]: deterministic data and checksums.
+
+pub mod origin;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use postern_client::{AgentConfig, AgentError, AgentPhase, AgentState};
+use postern_proto::{TunnelGrant, TunnelKind, TunnelSpec};
+use postern_server::{certs, PortRange, Registry, Relay, RelayConfig};
+use postern_transport::tls::Trust;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen promptly before failing.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Logs to the test output when `POSTERN_TEST_LOG` is set (e.g. `debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("POSTERN_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
+/// A relay running in this process.
+#[derive(Debug)]
+pub struct TestRelay {
+    /// Where agents connect.
+    pub control_addr: SocketAddr,
+    /// The development CA the relay's certificate chains to.
+    pub ca: PathBuf,
+    /// The relay's registry.
+    pub registry: Arc<Registry>,
+    /// Cancels the relay.
+    pub shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    _state: tempfile::TempDir,
+}
+
+impl TestRelay {
+    /// A relay with OS-assigned TCP ports and no token.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A relay whose default test config is adjusted by `edit`.
+    pub async fn with_config(edit: impl FnOnce(&mut RelayConfig)) -> anyhow::Result<Self> {
+        init_logging();
+        let state = tempfile::tempdir()?;
+        let identity = certs::load(state.path(), None)?;
+        let ca = identity.dev.as_ref().context("dev CA")?.ca_cert.clone();
+        let mut config = RelayConfig { tcp_ports: PortRange::Ephemeral, ..RelayConfig::default() };
+        edit(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let control_addr = listener.local_addr()?;
+        let relay = Relay::new(config, identity.config);
+        let registry = relay.registry();
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = relay.run(listener, s, Duration::from_secs(5)).await {
+                panic!("relay failed: {e}");
+            }
+        });
+        Ok(Self { control_addr, ca, registry, shutdown, task, _state: state })
+    }
+
+    /// An agent config that trusts this relay, for the given tunnels.
+    pub fn agent_config(&self, token: &str, tunnels: Vec<TunnelSpec>) -> AgentConfig {
+        let mut cfg = AgentConfig::new(
+            format!("localhost:{}", self.control_addr.port()),
+            token,
+            Trust::CaFile(self.ca.clone()),
+            tunnels,
+        );
+        cfg.local_host = "127.0.0.1".into();
+        cfg.max_backoff = Duration::from_millis(500);
+        cfg
+    }
+
+    /// Waits until the registry satisfies `pred`.
+    pub async fn wait_registry(&self, pred: impl Fn(&Registry) -> bool) -> anyhow::Result<()> {
+        let mut rx = self.registry.subscribe();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if pred(&self.registry) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .context("registry did not reach the expected state")
+    }
+
+    /// Stops the relay and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?;
+        Ok(())
+    }
+}
+
+/// One tcp tunnel spec for `local_port`.
+pub fn tcp(local_port: u16) -> TunnelSpec {
+    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None }
+}
+
+/// An agent running in this process.
+#[derive(Debug)]
+pub struct TestAgent {
+    /// Agent state.
+    pub state: watch::Receiver<AgentState>,
+    /// Cancels the agent (it unregisters).
+    pub shutdown: CancellationToken,
+    /// The agent task; ends with the agent's result.
+    pub task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl TestAgent {
+    /// Starts an agent.
+    pub fn start(cfg: AgentConfig) -> Self {
+        let (tx, state) = watch::channel(AgentState::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(postern_client::run(cfg, tx, shutdown.clone()));
+        Self { state, shutdown, task }
+    }
+
+    /// Waits for a session and returns its tunnels.
+    pub async fn connected(&mut self) -> anyhow::Result<Vec<TunnelGrant>> {
+        let state = tokio::time::timeout(
+            PATIENCE,
+            self.state.wait_for(|s| matches!(s.phase, AgentPhase::Connected | AgentPhase::Failed)),
+        )
+        .await
+        .context("agent did not connect in time")?
+        .context("agent task ended")?
+        .clone();
+        if state.phase == AgentPhase::Failed {
+            bail!("agent failed: {}", state.last_error.unwrap_or_default());
+        }
+        Ok(state.tunnels)
+    }
+
+    /// The public address of the first tunnel of the current session.
+    pub async fn public_addr(&mut self) -> anyhow::Result<SocketAddr> {
+        let tunnels = self.connected().await?;
+        let url = &tunnels.first().context("no tunnels")?.public_url;
+        let port: u16 = url.rsplit(':').next().context("url")?.parse()?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+}
+
+/// `len` bytes from a seeded generator: different seeds give different payloads.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
