@@ -5,10 +5,15 @@
 //!
 //! - [`TestRelay`]: a relay on `127.0.0.1:0` with its own temporary state directory.
 //! - [`TestAgent`]: an agent task with its state channel and its own shutdown token.
-//! - [`origin`]: local services to tunnel to: echo, and half-close probes.
+//! - [`origin`]: local services to tunnel to: echo, half-close probes, an HTTP origin
+//!   (HTTP/1.1 and h2c) and a WebSocket echo server.
+//! - [`pki`]: throwaway certificate authorities for certificate tests.
+//! - [`http`]: hyper clients over rustls for the HTTPS edge, and streaming test bodies.
 //! - [`payload`] and [`sha256`]: deterministic data and checksums.
 
+pub mod http;
 pub mod origin;
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use postern_client::{AgentConfig, AgentError, AgentPhase, AgentState};
 use postern_proto::{TunnelGrant, TunnelKind, TunnelSpec};
-use postern_server::{certs, PortRange, Registry, Relay, RelayConfig};
+use postern_server::{CertResolver, CertSource, PortRange, Registry, Relay, RelayConfig, RelayListeners};
 use postern_transport::tls::Trust;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -42,10 +47,16 @@ pub fn init_logging() {
 pub struct TestRelay {
     /// Where agents connect.
     pub control_addr: SocketAddr,
+    /// Public HTTPS.
+    pub https_addr: SocketAddr,
+    /// Public plain HTTP.
+    pub http_addr: SocketAddr,
     /// The development CA the relay's certificate chains to.
     pub ca: PathBuf,
     /// The relay's registry.
     pub registry: Arc<Registry>,
+    /// The relay's certificate store.
+    pub certs: Arc<CertResolver>,
     /// Cancels the relay.
     pub shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -60,24 +71,34 @@ impl TestRelay {
 
     /// A relay whose default test config is adjusted by `edit`.
     pub async fn with_config(edit: impl FnOnce(&mut RelayConfig)) -> anyhow::Result<Self> {
+        Self::with_certs(edit, None).await
+    }
+
+    /// A relay that also serves the extra certificates in `extra_dir` (`--tls-dir`).
+    pub async fn with_certs(edit: impl FnOnce(&mut RelayConfig), extra_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         init_logging();
         let state = tempfile::tempdir()?;
-        let identity = certs::load(state.path(), None)?;
-        let ca = identity.dev.as_ref().context("dev CA")?.ca_cert.clone();
+        let certs = CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir })?;
+        let ca = certs.dev().context("dev CA")?.ca_cert.clone();
         let mut config = RelayConfig { tcp_ports: PortRange::Ephemeral, ..RelayConfig::default() };
         edit(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let control_addr = listener.local_addr()?;
-        let relay = Relay::new(config, identity.config);
+        let https = TcpListener::bind("127.0.0.1:0").await?;
+        let https_addr = https.local_addr()?;
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let http_addr = http.local_addr()?;
+        let listeners = RelayListeners { control: listener, http: Some(http), https: Some(https) };
+        let relay = Relay::new(config, certs.clone());
         let registry = relay.registry();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = relay.run(listener, s, Duration::from_secs(5)).await {
+            if let Err(e) = relay.run(listeners, s, Duration::from_secs(5)).await {
                 panic!("relay failed: {e}");
             }
         });
-        Ok(Self { control_addr, ca, registry, shutdown, task, _state: state })
+        Ok(Self { control_addr, https_addr, http_addr, ca, registry, certs, shutdown, task, _state: state })
     }
 
     /// An agent config that trusts this relay, for the given tunnels.
@@ -116,6 +137,11 @@ impl TestRelay {
         self.task.await?;
         Ok(())
     }
+}
+
+/// One http tunnel spec for `local_port` under `id`.
+pub fn http_tunnel(id: &str, local_port: u16) -> TunnelSpec {
+    TunnelSpec { kind: TunnelKind::Http, local_port, remote_port: None, id: Some(id.to_string()) }
 }
 
 /// One tcp tunnel spec for `local_port`.

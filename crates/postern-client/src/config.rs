@@ -5,6 +5,8 @@ use std::time::Duration;
 use postern_proto::TunnelSpec;
 use postern_transport::tls::Trust;
 
+use crate::http_forward::HostHeader;
+
 /// Everything an agent needs.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -26,6 +28,10 @@ pub struct AgentConfig {
     pub local_connect_timeout: Duration,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// `Host` header policy for HTTP tunnels.
+    pub host_header: HostHeader,
+    /// Speak h2c (HTTP/2 without TLS) to local HTTP services for every request, not only gRPC.
+    pub local_h2c: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -54,6 +60,8 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(10),
             local_connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            host_header: HostHeader::Preserve,
+            local_h2c: false,
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum ForwardError {
     /// Copying failed.
     #[error(transparent)]
     Splice(#[from] SpliceError),
+    /// An HTTP body broke off.
+    #[error("body: {0}")]
+    Body(String),
 }
 
 /// Connects to `host:port`, answers the relay, and splices until both sides are done.

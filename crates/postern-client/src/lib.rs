@@ -8,6 +8,8 @@
 //! - [`session`]: a live session: the agent is the h2 *server*; it answers the relay's streams,
 //!   keeps the heartbeat, and unregisters on shutdown.
 //! - [`forward`]: a TCP stream: connect to the local service and splice.
+//! - [`http_forward`]: an HTTP request: pooled client to the local service, streamed bodies,
+//!   trailers, WebSocket upgrades.
 //! - [`backoff`]: exponential backoff with jitter between attempts.
 //! - [`agent`]: [`run`], the reconnect loop, and [`AgentState`], its observable state.
 
@@ -16,6 +18,7 @@ pub mod backoff;
 pub mod config;
 pub mod connect;
 pub mod forward;
+pub mod http_forward;
 pub mod session;
 
 pub use agent::{run, AgentError, AgentPhase, AgentState};

@@ -15,7 +15,7 @@ use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::{Request, Response, StatusCode};
 use postern_proto::frame::encode;
 use postern_proto::stream::{self, StreamKind};
-use postern_proto::{Control, Decoder, Message};
+use postern_proto::{Control, Decoder, Message, TunnelKind};
 use postern_transport::mux;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::config::AgentConfig;
 use crate::connect::Connected;
 use crate::forward;
+use crate::http_forward::{self, LocalClients, LocalTarget};
 
 /// How long the agent waits for the relay to close after unregistering.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(3);
@@ -59,8 +60,10 @@ pub async fn serve(
 ) -> Result<SessionEnd, SessionError> {
     let mut on_ready = Some(on_ready);
     let Connected { tls, welcome } = connected;
-    let ports: Arc<HashMap<String, u16>> =
-        Arc::new(welcome.tunnels.iter().map(|t| (t.name.clone(), t.local_port)).collect());
+    let routes = Arc::new(Routes {
+        tunnels: welcome.tunnels.iter().map(|t| (t.name.clone(), (t.kind, t.local_port))).collect(),
+        clients: LocalClients::new(cfg.local_connect_timeout),
+    });
     let mut conn = mux::server_builder().handshake::<_, Bytes>(tls).await?;
     let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(1_000, 300_000));
     let heartbeat = heartbeat(conn.ping_pong(), interval, interval * 3);
@@ -74,7 +77,7 @@ pub async fn serve(
                 Some(Err(e)) if e.is_io() || e.is_go_away() => return Ok(SessionEnd::RelayClosed),
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok((req, respond))) => {
-                    if let Some(send) = dispatch(req, respond, cfg, &ports) {
+                    if let Some(send) = dispatch(req, respond, cfg, &routes) {
                         control = Some(send);
                         if let Some(ready) = on_ready.take() {
                             ready();
@@ -104,12 +107,19 @@ pub async fn serve(
     Ok(SessionEnd::Unregistered)
 }
 
+/// What the session forwards where.
+#[derive(Debug)]
+struct Routes {
+    tunnels: HashMap<String, (TunnelKind, u16)>,
+    clients: LocalClients,
+}
+
 /// Routes one incoming stream. Returns the control stream's sender when this was it.
 fn dispatch(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     cfg: &AgentConfig,
-    ports: &Arc<HashMap<String, u16>>,
+    routes: &Arc<Routes>,
 ) -> Option<SendStream<Bytes>> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let kind = header(stream::KIND).and_then(|k| StreamKind::parse(&k));
@@ -121,8 +131,34 @@ fn dispatch(
             tokio::spawn(read_control(req.into_body()));
             Some(send)
         }
+        Some(StreamKind::Http | StreamKind::Upgrade) => {
+            let Some(&(TunnelKind::Http, port)) = routes.tunnels.get(&tunnel) else {
+                answer(&mut respond, StatusCode::NOT_FOUND);
+                return None;
+            };
+            let target = LocalTarget {
+                host: cfg.local_host.clone(),
+                port,
+                h2c: cfg.local_h2c,
+                host_header: cfg.host_header.clone(),
+                connect_timeout: cfg.local_connect_timeout,
+            };
+            let routes = routes.clone();
+            let span = info_span!("request", %tunnel, %peer, method = %req.method(), path = %req.uri().path());
+            tokio::spawn(
+                async move {
+                    match http_forward::http(req, respond, &target, &routes.clients).await {
+                        Ok(n) => debug!(bytes = n, "request done"),
+                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => warn!(error = %e, "request refused"),
+                        Err(e) => debug!(error = %e, "request failed"),
+                    }
+                }
+                .instrument(span),
+            );
+            None
+        }
         Some(StreamKind::Tcp) => {
-            let Some(&port) = ports.get(&tunnel) else {
+            let Some(&(TunnelKind::Tcp, port)) = routes.tunnels.get(&tunnel) else {
                 answer(&mut respond, StatusCode::NOT_FOUND);
                 return None;
             };
@@ -149,7 +185,8 @@ fn dispatch(
 }
 
 fn answer(respond: &mut SendResponse<Bytes>, status: StatusCode) {
-    if let Ok(resp) = Response::builder().status(status).body(()) {
+    let reason = status.canonical_reason().unwrap_or("refused");
+    if let Ok(resp) = Response::builder().status(status).header(stream::REFUSE_REASON, reason).body(()) {
         let _ = respond.send_response(resp, true);
     }
 }

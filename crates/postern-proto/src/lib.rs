@@ -4,6 +4,7 @@
 //!
 //! - [`frame`]: the 6-byte frame header and the incremental [`frame::Decoder`] that turns a byte
 //!   buffer into [`Message`]s. Every length is capped before anything is allocated.
+//! - [`hostname`]: the public host name grammar `<id>-<port>.<domain>`.
 //! - [`message`]: the messages themselves: the handshake (`Hello`, then `Welcome` or `Refused`)
 //!   and the control messages that travel on the control stream once the mux is up.
 //! - [`stream`]: the metadata the relay puts in the headers of every h2 stream it opens to an
@@ -12,6 +13,7 @@
 //! The byte layout is documented, byte by byte, in `docs/protocol.md`.
 
 pub mod frame;
+pub mod hostname;
 pub mod message;
 pub mod stream;
 

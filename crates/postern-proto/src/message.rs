@@ -117,6 +117,9 @@ pub struct TunnelGrant {
     pub local_port: u16,
     /// Where the public reaches it, for example `tcp://relay.example.com:20001`.
     pub public_url: String,
+    /// For http: the shorter URL (`https://<id>.<domain>`) when this tunnel is the id's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_url: Option<String>,
 }
 
 /// The relay accepted the session.

@@ -49,3 +49,12 @@ impl StreamKind {
         })
     }
 }
+
+/// Request header on `upgrade` streams: the protocol the public client asked for (`websocket`).
+pub const UPGRADE: &str = "postern-upgrade";
+/// Response header on `upgrade` streams: `101` when the local service switched protocols. HTTP/2
+/// has no 101, so the agent answers `200` with this header and the relay sends the real 101.
+pub const STATUS: &str = "postern-status";
+/// Prefix of every postern metadata header; stripped before anything reaches an origin or the
+/// public.
+pub const PREFIX: &str = "postern-";

@@ -24,6 +24,7 @@ fn sample_messages() -> Vec<Message> {
                 kind: TunnelKind::Tcp,
                 local_port: 5432,
                 public_url: "tcp://localhost:20001".into(),
+                default_url: None,
             }],
             heartbeat_ms: 10_000,
         }),

@@ -1,7 +1,11 @@
 //! The relay's handle on a connected agent: opens h2 streams to it.
+//!
+//! A handle exists from the moment the agent is authenticated, so its tunnels can be reserved
+//! in the registry before the `Welcome` is sent; it becomes usable once the h2 connection is up
+//! ([`AgentHandle::attach`]). Until then, opening a stream fails with [`OpenError::NotReady`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
@@ -16,7 +20,10 @@ pub enum OpenError {
     /// The agent's connection is gone or going away.
     #[error("agent connection is gone: {0}")]
     AgentGone(#[source] h2::Error),
-    /// A header value could not be built (a bug: names are validated earlier).
+    /// The agent is still completing its handshake.
+    #[error("agent is still connecting")]
+    NotReady,
+    /// A header value could not be built.
     #[error("invalid stream metadata: {0}")]
     Metadata(#[from] http::Error),
 }
@@ -26,24 +33,29 @@ pub enum OpenError {
 pub struct AgentHandle {
     session_id: Arc<str>,
     client_id: Arc<str>,
-    send: SendRequest<Bytes>,
+    send: Arc<OnceLock<SendRequest<Bytes>>>,
     closed: CancellationToken,
 }
 
 impl std::fmt::Debug for AgentHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentHandle").field("session_id", &self.session_id).field("client_id", &self.client_id).finish()
+        f.debug_struct("AgentHandle")
+            .field("session_id", &self.session_id)
+            .field("client_id", &self.client_id)
+            .field("ready", &self.send.get().is_some())
+            .finish()
     }
 }
 
 impl AgentHandle {
-    pub(crate) fn new(
-        session_id: Arc<str>,
-        client_id: Arc<str>,
-        send: SendRequest<Bytes>,
-        closed: CancellationToken,
-    ) -> Self {
-        Self { session_id, client_id, send, closed }
+    /// A handle whose connection is not up yet.
+    pub(crate) fn pending(session_id: Arc<str>, client_id: Arc<str>, closed: CancellationToken) -> Self {
+        Self { session_id, client_id, send: Arc::new(OnceLock::new()), closed }
+    }
+
+    /// Makes the handle usable.
+    pub(crate) fn attach(&self, send: SendRequest<Bytes>) {
+        let _ = self.send.set(send);
     }
 
     /// The session id.
@@ -51,12 +63,17 @@ impl AgentHandle {
         &self.session_id
     }
 
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// Fires when the agent's session has ended.
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
     }
 
-    /// Opens a stream of `kind` for `tunnel`, on behalf of public peer `peer`.
+    /// Opens a byte stream of `kind` for `tunnel`, on behalf of public peer `peer`.
     ///
     /// Returns the future of the agent's answer and the sending half of the request body.
     pub async fn open(
@@ -73,8 +90,17 @@ impl AgentHandle {
         if let Some(peer) = peer {
             req = req.header(stream::PEER, peer.to_string());
         }
-        let req = req.body(())?;
-        let mut send = self.send.clone().ready().await.map_err(OpenError::AgentGone)?;
-        send.send_request(req, false).map_err(OpenError::AgentGone)
+        self.open_request(req.body(())?, false).await
+    }
+
+    /// Opens a stream with a ready-made request (the HTTP edge builds its own).
+    pub async fn open_request(
+        &self,
+        req: Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, SendStream<Bytes>), OpenError> {
+        let send = self.send.get().ok_or(OpenError::NotReady)?.clone();
+        let mut send = send.ready().await.map_err(OpenError::AgentGone)?;
+        send.send_request(req, end_of_stream).map_err(OpenError::AgentGone)
     }
 }

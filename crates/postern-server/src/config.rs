@@ -96,6 +96,19 @@ pub struct RelayConfig {
     pub max_tunnels_per_agent: usize,
     /// Concurrent public TCP connections across all tunnels.
     pub max_public_connections: usize,
+    /// Answer plain-HTTP requests with a redirect to HTTPS instead of proxying them.
+    pub http_redirect: bool,
+    /// Time a public HTTP client has to send a request's headers (slowloris bound); also the
+    /// TLS handshake limit on the HTTPS port.
+    pub http_header_timeout: Duration,
+    /// A public HTTP connection with no bytes either way for this long is closed gracefully.
+    pub http_idle_timeout: Duration,
+    /// Largest request head (request line plus headers) a public client may send.
+    pub http_max_header_bytes: usize,
+    /// Concurrent requests on one public HTTP/2 connection.
+    pub http_max_streams: u32,
+    /// How often certificate files are checked for changes; `None` only reloads on demand.
+    pub cert_poll_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -112,6 +125,12 @@ impl std::fmt::Debug for RelayConfig {
             .field("max_agents", &self.max_agents)
             .field("max_tunnels_per_agent", &self.max_tunnels_per_agent)
             .field("max_public_connections", &self.max_public_connections)
+            .field("http_redirect", &self.http_redirect)
+            .field("http_header_timeout", &self.http_header_timeout)
+            .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("http_max_header_bytes", &self.http_max_header_bytes)
+            .field("http_max_streams", &self.http_max_streams)
+            .field("cert_poll_interval", &self.cert_poll_interval)
             .finish()
     }
 }
@@ -131,6 +150,12 @@ impl Default for RelayConfig {
             max_agents: 10_000,
             max_tunnels_per_agent: 32,
             max_public_connections: 50_000,
+            http_redirect: false,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(300),
+            http_max_header_bytes: 64 * 1024,
+            http_max_streams: 128,
+            cert_poll_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -148,10 +173,21 @@ impl RelayConfig {
             ("handshake timeout", self.handshake_timeout),
             ("heartbeat interval", self.heartbeat_interval),
             ("heartbeat timeout", self.heartbeat_timeout),
+            ("HTTP header timeout", self.http_header_timeout),
+            ("HTTP idle timeout", self.http_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Invalid(format!("the {name} must be above zero")));
             }
+        }
+        if self.http_max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid("the HTTP header limit must be at least 8192 bytes".into()));
+        }
+        if self.http_max_streams == 0 {
+            return Err(ConfigError::Invalid("HTTP/2 streams per connection must be above zero".into()));
+        }
+        if !postern_proto::hostname::normalize(&self.domain).is_ok_and(|d| d == self.domain.to_ascii_lowercase()) {
+            return Err(ConfigError::Invalid(format!("domain {:?} is not a valid host name", self.domain)));
         }
         if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
             return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));

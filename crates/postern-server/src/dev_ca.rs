@@ -11,6 +11,10 @@
 //!
 //! Existing files are reused, so clients that trust `ca.pem` keep trusting the relay across
 //! restarts. Deleting the leaf re-issues it from the same CA; deleting the CA starts over.
+//!
+//! Some TLS stacks (OpenSSL, so curl; browsers) refuse a wildcard directly under a single-label
+//! name such as `*.localhost`. For them [`DevIssuer`] signs, in memory, a certificate for the
+//! exact name a client asks for (`demo-8000.localhost`); see `certs.rs`.
 
 use std::fs;
 use std::io::Write;
@@ -86,20 +90,60 @@ pub fn ensure(state_dir: &Path) -> Result<DevCert, DevCaError> {
     let issuer = Issuer::new(ca_params(), ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "*.localhost".to_string()])?;
-    leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
-    leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name.push(DnType::CommonName, "*.localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let now = rcgen::date_time_ymd(2025, 1, 1);
-    leaf.not_before = now;
-    leaf.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    let leaf_cert =
+        leaf_params(vec!["localhost".to_string(), "*.localhost".to_string()], true)?.signed_by(&leaf_key, &issuer)?;
     write_file(&out.key, leaf_key.serialize_pem().as_bytes(), 0o600).map_err(io(&out.key))?;
     write_file(&out.cert, leaf_cert.pem().as_bytes(), 0o644).map_err(io(&out.cert))?;
     Ok(DevCert { created, ..out })
+}
+
+/// Parameters of a development leaf for `names` (plus the loopback addresses when `loopback`).
+fn leaf_params(names: Vec<String>, loopback: bool) -> Result<CertificateParams, rcgen::Error> {
+    let cn = names.iter().find(|n| n.starts_with('*')).or(names.first()).cloned().unwrap_or_default();
+    let mut leaf = CertificateParams::new(names)?;
+    if loopback {
+        leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name.push(DnType::CommonName, cn);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    Ok(leaf)
+}
+
+/// Signs development certificates for single names, in memory, with the development CA.
+pub struct DevIssuer {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for DevIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevIssuer")
+    }
+}
+
+impl DevIssuer {
+    /// Loads the CA key from `dev`'s state directory.
+    pub fn load(dev: &DevCert) -> Result<Self, DevCaError> {
+        let key_path = dev.ca_cert.with_file_name("ca-key.pem");
+        let pem = fs::read_to_string(&key_path).map_err(|source| DevCaError::Io { path: key_path, source })?;
+        Ok(Self { issuer: Issuer::new(ca_params(), KeyPair::from_pem(&pem)?) })
+    }
+
+    /// A certificate chain (leaf only) and key for exactly `name`.
+    pub fn issue(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>), DevCaError>
+    {
+        let key = KeyPair::generate()?;
+        let cert = leaf_params(vec![name.to_string()], false)?.signed_by(&key, &self.issuer)?;
+        let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        Ok((vec![cert.der().clone()], key_der.into()))
+    }
 }
 
 fn ca_params() -> CertificateParams {

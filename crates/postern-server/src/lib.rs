@@ -3,13 +3,16 @@
 //! # Layout
 //!
 //! - [`config`]: [`RelayConfig`], validated before any port is bound; [`PortRange`].
-//! - [`certs`]: the relay certificate: operator PEM files or the development CA.
+//! - [`certs`]: certificates by SNI: operator PEM files, a directory of extra certificates,
+//!   or the development CA; reloadable.
 //! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate in `--state-dir`.
 //! - [`auth`]: checks the credential in an agent's `Hello`.
 //! - [`listener`]: the control-port accept loop, with a connection cap.
 //! - [`session`]: one agent connection: TLS, handshake, then the reverse-h2 mux, control stream
 //!   and heartbeat, until it ends; then its tunnels are removed.
 //! - [`agent`]: [`agent::AgentHandle`], the relay's way to open a stream to an agent.
+//! - [`http_edge`]: public HTTP/HTTPS listeners; every request routed by its host name to
+//!   the right agent, bodies streamed, upgrades passed through, branded error pages.
 //! - [`registry`]: live tunnels by name, with a change feed.
 //! - [`tcp_edge`]: one public listener per TCP tunnel, splicing each connection to a stream.
 //! - [`relay`]: [`Relay`], which ties these together and runs until the shutdown token fires.
@@ -19,12 +22,14 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod dev_ca;
+pub mod http_edge;
 pub mod listener;
 pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod tcp_edge;
 
+pub use certs::{CertResolver, CertSource};
 pub use config::{ConfigError, PortRange, RelayConfig};
 pub use registry::{Registry, TunnelInfo};
-pub use relay::{Relay, RelayError};
+pub use relay::{Relay, RelayError, RelayListeners};

@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Authenticator;
+use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig};
+use crate::http_edge::{self, proxy::Edge};
 use crate::listener::serve_control;
 use crate::registry::Registry;
-use crate::session::Shared;
+use crate::session::{PublicUrls, Shared};
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,52 +24,129 @@ pub enum RelayError {
     /// The configuration is inconsistent.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Cert(#[from] CertError),
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// The relay's already-bound listeners.
+#[derive(Debug)]
+pub struct RelayListeners {
+    /// Where agents connect.
+    pub control: TcpListener,
+    /// Public plain HTTP, if any.
+    pub http: Option<TcpListener>,
+    /// Public HTTPS, if any.
+    pub https: Option<TcpListener>,
+}
+
+impl RelayListeners {
+    /// Only the control port (TCP tunnels only).
+    pub fn control_only(control: TcpListener) -> Self {
+        Self { control, http: None, https: None }
+    }
+}
+
 /// A configured relay, ready to serve.
 #[derive(Debug)]
 pub struct Relay {
-    shared: Arc<Shared>,
+    config: RelayConfig,
+    certs: Arc<CertResolver>,
+    registry: Arc<Registry>,
 }
 
 impl Relay {
-    /// Builds a relay. `tls` is the control port's certificate; its ALPN list is replaced with
-    /// `postern/1`.
-    pub fn new(config: RelayConfig, mut tls: rustls::ServerConfig) -> Self {
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let shared = Shared {
-            auth: Authenticator::new(config.token.as_deref()),
-            public_conns: Arc::new(Semaphore::new(config.max_public_connections)),
-            registry: Registry::new(),
-            tls: TlsAcceptor::from(Arc::new(tls)),
-            config,
-        };
-        Self { shared: Arc::new(shared) }
+    /// Builds a relay that serves the certificates of `certs` (picked by SNI, reloadable).
+    pub fn new(config: RelayConfig, certs: Arc<CertResolver>) -> Self {
+        Self { config, certs, registry: Registry::new() }
     }
 
     /// The live tunnel registry.
     pub fn registry(&self) -> Arc<Registry> {
-        self.shared.registry.clone()
+        self.registry.clone()
     }
 
-    /// Serves agents on `control` until `shutdown` fires, then waits up to `grace` for sessions
-    /// to end.
+    /// The certificate store, to reload on SIGHUP.
+    pub fn certs(&self) -> Arc<CertResolver> {
+        self.certs.clone()
+    }
+
+    /// Serves until `shutdown` fires, then waits up to `grace` for connections to end.
     pub async fn run(
         self,
-        control: TcpListener,
+        listeners: RelayListeners,
         shutdown: CancellationToken,
         grace: Duration,
     ) -> Result<(), RelayError> {
-        let addr = control.local_addr()?;
-        self.shared.config.validate(addr)?;
-        info!(%addr, "control port listening");
-        let sessions = serve_control(control, self.shared.clone(), shutdown).await;
-        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-            warn!(remaining = sessions.len(), "sessions still open after the shutdown grace period");
+        let control_addr = listeners.control.local_addr()?;
+        self.config.validate(control_addr)?;
+        let https_port = listeners.https.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
+        let http_port = listeners.http.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
+        let urls = match (https_port, http_port) {
+            (Some(port), _) => Some(PublicUrls { secure: true, port }),
+            (None, Some(port)) => Some(PublicUrls { secure: false, port }),
+            (None, None) => None,
+        };
+        let public_conns = Arc::new(Semaphore::new(self.config.max_public_connections));
+        let control_tls = self.certs.server_config(&[ALPN])?;
+        let shared = Arc::new(Shared {
+            auth: Authenticator::new(self.config.token.as_deref()),
+            public_conns: public_conns.clone(),
+            registry: self.registry.clone(),
+            tls: TlsAcceptor::from(Arc::new(control_tls)),
+            config: self.config.clone(),
+            urls,
+        });
+        let edge = Arc::new(Edge { config: self.config.clone(), registry: self.registry.clone(), https_port });
+
+        info!(addr = %control_addr, "control port listening");
+        let mut edges = Vec::new();
+        if let Some(l) = listeners.http {
+            info!(addr = %l.local_addr()?, "public HTTP listening");
+            edges.push(tokio::spawn(http_edge::serve(l, None, edge.clone(), public_conns.clone(), shutdown.clone())));
+        }
+        if let Some(l) = listeners.https {
+            info!(addr = %l.local_addr()?, "public HTTPS listening");
+            let tls = TlsAcceptor::from(Arc::new(self.certs.server_config(&[b"h2", b"http/1.1"])?));
+            edges.push(tokio::spawn(http_edge::serve(l, Some(tls), edge.clone(), public_conns, shutdown.clone())));
+        }
+        if let Some(every) = self.config.cert_poll_interval {
+            tokio::spawn(watch_certs(self.certs.clone(), every, shutdown.clone()));
+        }
+
+        let sessions = serve_control(listeners.control, shared, shutdown).await;
+        let all_done = async {
+            sessions.wait().await;
+            for e in edges {
+                if let Ok(tasks) = e.await {
+                    tasks.wait().await;
+                }
+            }
+        };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            warn!(sessions = sessions.len(), "connections still open after the shutdown grace period");
         }
         Ok(())
+    }
+}
+
+/// Reloads certificates when their files change.
+async fn watch_certs(certs: Arc<CertResolver>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if certs.changed_on_disk() {
+            match certs.reload() {
+                Ok(n) => info!(certificates = n, "certificate files changed; reloaded"),
+                Err(e) => warn!(error = %e, "certificate files changed but could not be loaded; keeping the old ones"),
+            }
+        }
     }
 }

@@ -18,7 +18,8 @@ use h2::{Ping, PingPong};
 use http::StatusCode;
 use postern_proto::stream::StreamKind;
 use postern_proto::{
-    Control, DecodeError, Decoder, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, Welcome, ALPN,
+    hostname, Control, DecodeError, Decoder, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec,
+    Welcome, ALPN,
 };
 use postern_transport::framed::{read_message, write_message, FrameIoError};
 use postern_transport::mux;
@@ -32,7 +33,7 @@ use tracing::{field, info, info_span, warn, Instrument, Span};
 use crate::agent::{AgentHandle, OpenError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::RelayConfig;
-use crate::registry::{Registry, Tunnel, TunnelInfo};
+use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
 use crate::tcp_edge;
 
 /// State every session shares.
@@ -47,6 +48,29 @@ pub struct Shared {
     pub tls: TlsAcceptor,
     /// Cap on concurrent public TCP connections.
     pub public_conns: Arc<Semaphore>,
+    /// How public HTTP URLs look; `None` when the relay has no HTTP listener.
+    pub urls: Option<PublicUrls>,
+}
+
+/// Scheme and port of public HTTP URLs.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicUrls {
+    /// `https` when the relay has an HTTPS listener, else `http`.
+    pub secure: bool,
+    /// Port shown in URLs (left out when it is the scheme's default).
+    pub port: u16,
+}
+
+impl PublicUrls {
+    /// `https://<label>.<domain>[:port]`.
+    pub fn url(&self, label: &str, domain: &str) -> String {
+        let (scheme, default) = if self.secure { ("https", 443) } else { ("http", 80) };
+        if self.port == default {
+            format!("{scheme}://{label}.{domain}")
+        } else {
+            format!("{scheme}://{label}.{domain}:{}", self.port)
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -173,8 +197,6 @@ async fn serve(
     };
     Span::current().record("session", session_id.as_str()).record("client", client_id.as_str());
 
-    // Reserve every public port before promising anything.
-    let mut bound = Vec::new();
     if hello.tunnels.is_empty() {
         return Err(refuse_with(&mut tls, RefuseCode::BadRequest, "no tunnels requested".into()).await);
     }
@@ -186,67 +208,41 @@ async fn serve(
         );
         return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
     }
+
+    // Reserve every public port and name before promising anything. Dropping `registration`
+    // (on any exit from this function) releases them.
+    let closed = CancellationToken::new();
+    let _close_on_exit = closed.clone().drop_guard();
+    let agent = AgentHandle::pending(session_id.as_str().into(), client_id.as_str().into(), closed.clone());
+    let mut registration = Registration::new(shared.registry.clone(), session_id.clone());
+    let mut grants = Vec::new();
+    let mut listeners = Vec::new();
     for spec in &hello.tunnels {
-        match spec.kind {
-            TunnelKind::Tcp => match tcp_edge::bind(&shared.config, spec.remote_port).await {
-                Ok(listener) => bound.push((spec.clone(), listener)),
-                Err(e) => return Err(refuse_with(&mut tls, e.code(), e.to_string()).await),
-            },
-            TunnelKind::Http => {
-                let msg = "this relay does not serve HTTP tunnels yet; use a tcp tunnel".to_string();
-                return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+        match reserve(spec, &client_id, &session_id, peer, shared, &agent, &mut registration).await {
+            Ok((grant, listener)) => {
+                grants.push(grant);
+                listeners.extend(listener);
             }
+            Err((code, msg)) => return Err(refuse_with(&mut tls, code, msg).await),
         }
     }
-    let grants: Vec<(TunnelGrant, TcpListener, u16)> = bound
-        .into_iter()
-        .filter_map(|(spec, listener)| {
-            let port = listener.local_addr().ok()?.port();
-            let grant = TunnelGrant {
-                name: format!("tcp-{port}"),
-                kind: TunnelKind::Tcp,
-                local_port: spec.local_port,
-                public_url: format!("tcp://{}:{port}", shared.config.domain),
-            };
-            Some((grant, listener, port))
-        })
-        .collect();
 
     let welcome = Welcome {
         session_id: session_id.clone(),
         client_id: client_id.clone(),
-        tunnels: grants.iter().map(|(g, _, _)| g.clone()).collect(),
+        tunnels: grants.clone(),
         heartbeat_ms: shared.config.heartbeat_interval.as_millis() as u64,
     };
     write_message(&mut tls, &Message::Welcome(welcome)).await?;
 
     let (send, mut conn) = mux::client_builder().handshake::<_, Bytes>(tls).await.map_err(SessionError::Mux)?;
-    let closed = CancellationToken::new();
-    let _close_on_exit = closed.clone().drop_guard();
-    let agent = AgentHandle::new(session_id.as_str().into(), client_id.as_str().into(), send, closed.clone());
-
-    let mut names = Vec::new();
-    for (grant, listener, port) in grants {
-        let info = TunnelInfo {
-            name: grant.name.clone(),
-            kind: grant.kind,
-            public_url: grant.public_url.clone(),
-            public_port: Some(port),
-            local_port: grant.local_port,
-            client_id: client_id.clone(),
-            session_id: session_id.clone(),
-            agent_addr: peer,
-            since: SystemTime::now(),
-        };
-        // The port is bound by us, so the name `tcp-<port>` cannot be taken by a live tunnel.
-        if shared.registry.insert(Tunnel { info, agent: agent.clone() }).is_err() {
-            warn!(tunnel = %grant.name, "tunnel name unexpectedly taken; skipping");
-            continue;
-        }
+    agent.attach(send);
+    for grant in &grants {
         info!(tunnel = %grant.name, url = %grant.public_url, "tunnel up");
-        names.push(grant.name.clone());
+    }
+    for (name, listener) in listeners {
         tokio::spawn(
-            tcp_edge::serve(listener, grant.name.into(), agent.clone(), shared.public_conns.clone(), closed.clone())
+            tcp_edge::serve(listener, name.into(), agent.clone(), shared.public_conns.clone(), closed.clone())
                 .instrument(Span::current()),
         );
     }
@@ -265,12 +261,78 @@ async fn serve(
     };
 
     closed.cancel();
-    for name in &names {
-        if shared.registry.remove(name, &session_id).is_some() {
-            info!(tunnel = %name, "tunnel down");
+    drop(registration);
+    outcome
+}
+
+/// Reserves one requested tunnel: binds its public port (tcp) or claims its name (http), and
+/// registers it. Returns the grant, and the listener to serve once the mux is up.
+async fn reserve(
+    spec: &TunnelSpec,
+    client_id: &str,
+    session_id: &str,
+    peer: SocketAddr,
+    shared: &Shared,
+    agent: &AgentHandle,
+    registration: &mut Registration,
+) -> Result<(TunnelGrant, Option<(String, TcpListener)>), (RefuseCode, String)> {
+    let mut info = TunnelInfo {
+        name: String::new(),
+        kind: spec.kind,
+        public_url: String::new(),
+        public_port: None,
+        alias: None,
+        local_port: spec.local_port,
+        client_id: client_id.to_string(),
+        session_id: session_id.to_string(),
+        agent_addr: peer,
+        since: SystemTime::now(),
+    };
+    let mut listener = None;
+    match spec.kind {
+        TunnelKind::Tcp => {
+            let l = tcp_edge::bind(&shared.config, spec.remote_port).await.map_err(|e| (e.code(), e.to_string()))?;
+            let port = l.local_addr().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?.port();
+            info.name = format!("tcp-{port}");
+            info.public_url = format!("tcp://{}:{port}", shared.config.domain);
+            info.public_port = Some(port);
+            listener = Some((info.name.clone(), l));
+        }
+        TunnelKind::Http => {
+            let Some(urls) = &shared.urls else {
+                return Err((RefuseCode::BadRequest, "this relay has no HTTP listener; use a tcp tunnel".into()));
+            };
+            let id = spec.id.as_deref().unwrap_or(client_id).to_ascii_lowercase();
+            let name = hostname::label(&id, spec.local_port);
+            if !hostname::is_label(&id) || !hostname::is_label(&name) {
+                return Err((
+                    RefuseCode::BadRequest,
+                    format!(
+                        "tunnel id {id:?} is not usable in a host name: use a-z, 0-9 and '-', \
+                         not starting or ending with '-', and keep \"{name}\" within 63 characters"
+                    ),
+                ));
+            }
+            info.public_url = urls.url(&name, &shared.config.domain);
+            info.name = name;
         }
     }
-    outcome
+    let name = info.name.clone();
+    let public_url = info.public_url.clone();
+    let is_http = spec.kind == TunnelKind::Http;
+    let id = spec.id.as_deref().unwrap_or(client_id).to_ascii_lowercase();
+    let tunnel = registration
+        .insert(Tunnel { info, agent: agent.clone() })
+        .map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?;
+    // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
+    let mut default_url = None;
+    if is_http && registration.insert_alias(&id, &tunnel).is_ok() {
+        if let Some(urls) = &shared.urls {
+            default_url = Some(urls.url(&id, &shared.config.domain));
+        }
+    }
+    let grant = TunnelGrant { name, kind: spec.kind, local_port: spec.local_port, public_url, default_url };
+    Ok((grant, listener))
 }
 
 fn kind_name(m: &Message) -> &'static str {
@@ -288,12 +350,7 @@ fn client_id(hello: &Hello, session_id: &str) -> Result<String, String> {
         None => Ok(format!("agent-{}", &session_id[..8])),
         Some(id) => {
             let id = id.to_ascii_lowercase();
-            let ok = !id.is_empty()
-                && id.len() <= 63
-                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !id.starts_with('-')
-                && !id.ends_with('-');
-            if ok {
+            if hostname::is_label(&id) {
                 Ok(id)
             } else {
                 Err(format!(

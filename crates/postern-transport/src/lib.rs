@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`body`]: HTTP bodies (with trailers) over h2 streams, both directions.
+//! - [`headers`]: hop-by-hop header stripping and upgrade detection.
 //! - [`framed`]: reads and writes handshake frames on an async stream without ever reading past
 //!   the frame, so the h2 connection that follows starts on the right byte.
 //! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps).
@@ -9,7 +11,9 @@
 //!   correct half-close.
 //! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.
 
+pub mod body;
 pub mod framed;
+pub mod headers;
 pub mod mux;
 pub mod splice;
 pub mod tls;

@@ -24,9 +24,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay. With no arguments: a development relay on 127.0.0.1 with a self-signed
     /// certificate for localhost and *.localhost, created in --state-dir.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Expose local HTTP services through a relay, for example `postern http 3000`: they get
+    /// https://<id>-<port>.<relay domain>.
+    Http(HttpArgs),
     /// Expose a local TCP port through a relay, for example `postern tcp 5432`.
     Tcp(TcpArgs),
+    /// Open every tunnel listed in a client config file (TOML), for example
+    /// `postern start --config postern-client.toml`.
+    Start(StartArgs),
     /// Try postern on this machine: a relay, a demo web service on 127.0.0.1:8000, and a client
     /// that exposes it through a tunnel.
     Demo(DemoArgs),
@@ -80,9 +86,36 @@ pub struct ServerArgs {
     /// Maximum concurrent client connections [default: 10000]
     #[arg(long)]
     pub max_agents: Option<usize>,
-    /// Maximum concurrent public TCP connections [default: 50000]
+    /// Maximum concurrent public connections, TCP and HTTP [default: 50000]
     #[arg(long)]
     pub max_public_connections: Option<usize>,
+    /// Public plain-HTTP listener, or `off` [default: 127.0.0.1:8080 for --domain localhost,
+    /// else 0.0.0.0:80]
+    #[arg(long, env = "POSTERN_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Public HTTPS listener, or `off` [default: 127.0.0.1:8443 for --domain localhost, else
+    /// 0.0.0.0:443]
+    #[arg(long, env = "POSTERN_HTTPS_ADDR")]
+    pub https_addr: Option<String>,
+    /// Directory of extra certificates for custom domains: one sub-directory per certificate
+    /// holding fullchain.pem and privkey.pem (the layout of /etc/letsencrypt/live)
+    #[arg(long, env = "POSTERN_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Answer plain-HTTP requests with a redirect to HTTPS
+    #[arg(long)]
+    pub http_redirect: bool,
+    /// Time a public client has to send its request headers (and finish TLS) [default: 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Option<std::time::Duration>,
+    /// Close public HTTP connections that move no bytes for this long [default: 5m]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Option<std::time::Duration>,
+    /// Largest request head a public client may send, in bytes [default: 65536]
+    #[arg(long)]
+    pub http_max_header_bytes: Option<usize>,
+    /// Concurrent requests on one public HTTP/2 connection [default: 128]
+    #[arg(long)]
+    pub http_max_streams: Option<u32>,
     /// Validate the configuration and TLS files, print the result, and exit.
     #[arg(long)]
     pub check: bool,
@@ -116,6 +149,43 @@ pub struct ClientArgs {
     pub max_backoff: std::time::Duration,
 }
 
+/// `postern http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Local ports to expose (one tunnel each)
+    #[arg(required = true)]
+    pub ports: Vec<u16>,
+    /// The <id> in https://<id>-<port>.<domain> [default: the client id, else this machine's
+    /// host name]
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub http: HttpOptions,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options for HTTP tunnels.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HttpOptions {
+    /// Host header the local service sees: `preserve` (the public name), `rewrite`
+    /// (<local-host>:<port>, for dev servers that check it) or a fixed value
+    #[arg(long, default_value = "preserve")]
+    pub host_header: String,
+    /// Speak HTTP/2 without TLS (h2c) to the local service for every request (gRPC requests
+    /// always use it)
+    #[arg(long)]
+    pub h2c: bool,
+}
+
+/// `postern start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Client config file (TOML) listing the tunnels
+    #[arg(long, short = 'c', env = "POSTERN_CLIENT_CONFIG")]
+    pub config: PathBuf,
+}
+
 /// `postern tcp`.
 #[derive(Debug, Args)]
 pub struct TcpArgs {
@@ -137,6 +207,12 @@ pub struct DemoArgs {
     /// Address of the demo web service
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub demo_addr: SocketAddr,
+    /// Public HTTPS listener of the demo relay
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub https_addr: SocketAddr,
+    /// Public plain-HTTP listener of the demo relay
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
     /// Directory for the development CA and certificate
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,

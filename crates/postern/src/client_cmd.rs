@@ -1,27 +1,131 @@
-//! `postern tcp` (and later `postern http`): build the agent config, run the agent, print the
-//! public addresses each time a session comes up.
+//! `postern http`, `postern tcp` and `postern start`: build the agent config, run the agent,
+//! print the public addresses each time a session comes up.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
+use postern_client::http_forward::HostHeader;
 use postern_client::{AgentConfig, AgentPhase, AgentState};
 use postern_proto::{TunnelKind, TunnelSpec};
 use postern_transport::tls::Trust;
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ClientArgs, TcpArgs};
+use crate::cli::{ClientArgs, HttpArgs, HttpOptions, StartArgs, TcpArgs};
 use crate::signals::shutdown_token;
 
 /// Runs `postern tcp PORT`.
 pub async fn run_tcp(args: TcpArgs) -> anyhow::Result<()> {
     let spec = TunnelSpec { kind: TunnelKind::Tcp, local_port: args.port, remote_port: args.remote_port, id: None };
-    let cfg = agent_config(&args.client, vec![spec]);
+    let cfg = agent_config(&args.client, vec![spec], &HttpOptions::default())?;
     run_agent(cfg, shutdown_token()).await
 }
 
+/// Runs `postern http PORT...`.
+pub async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
+    let id = args.id.clone().or_else(|| args.client.client_id.clone()).unwrap_or_else(machine_id);
+    let tunnels = args
+        .ports
+        .iter()
+        .map(|&port| TunnelSpec { kind: TunnelKind::Http, local_port: port, remote_port: None, id: Some(id.clone()) })
+        .collect();
+    let mut cfg = agent_config(&args.client, tunnels, &args.http)?;
+    if cfg.client_id.is_none() {
+        cfg.client_id = Some(id);
+    }
+    run_agent(cfg, shutdown_token()).await
+}
+
+/// A client config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    server: Option<String>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    client_id: Option<String>,
+    local_host: Option<String>,
+    host_header: Option<String>,
+    #[serde(default)]
+    h2c: bool,
+    #[serde(rename = "tunnel", default)]
+    tunnels: Vec<FileTunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTunnel {
+    kind: TunnelKind,
+    port: u16,
+    id: Option<String>,
+    remote_port: Option<u16>,
+}
+
+/// Runs `postern start --config FILE`. `POSTERN_TOKEN` and `POSTERN_SERVER` override the file,
+/// so the secret can stay out of it.
+pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading client config {}", args.config.display()))?;
+    let file: ClientFile =
+        toml::from_str(&text).with_context(|| format!("parsing client config {}", args.config.display()))?;
+    anyhow::ensure!(!file.tunnels.is_empty(), "{} lists no [[tunnel]]", args.config.display());
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let client = ClientArgs {
+        server: env("POSTERN_SERVER").or(file.server).unwrap_or_else(|| "localhost:7000".into()),
+        token: env("POSTERN_TOKEN").or(file.token).unwrap_or_default(),
+        ca: env("POSTERN_CA").map(PathBuf::from).or(file.ca),
+        insecure: file.insecure,
+        client_id: env("POSTERN_CLIENT_ID").or(file.client_id),
+        local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
+        max_backoff: std::time::Duration::from_secs(30),
+    };
+    let default_id = client.client_id.clone().unwrap_or_else(machine_id);
+    let tunnels = file
+        .tunnels
+        .into_iter()
+        .map(|t| TunnelSpec {
+            kind: t.kind,
+            local_port: t.port,
+            remote_port: t.remote_port,
+            id: match t.kind {
+                TunnelKind::Http => Some(t.id.unwrap_or_else(|| default_id.clone())),
+                TunnelKind::Tcp => None,
+            },
+        })
+        .collect();
+    let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };
+    let mut cfg = agent_config(&client, tunnels, &http)?;
+    if cfg.client_id.is_none() {
+        cfg.client_id = Some(default_id);
+    }
+    run_agent(cfg, shutdown_token()).await
+}
+
+/// This machine's host name as a DNS label, the default tunnel id.
+fn machine_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let first = raw.trim().split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let cleaned: String = first.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(40).collect();
+    let cleaned = cleaned.trim_matches('-').to_string();
+    if cleaned.is_empty() {
+        "postern".into()
+    } else {
+        cleaned
+    }
+}
+
 /// Turns the shared client flags into an agent config.
-pub fn agent_config(c: &ClientArgs, tunnels: Vec<TunnelSpec>) -> AgentConfig {
+pub fn agent_config(c: &ClientArgs, tunnels: Vec<TunnelSpec>, http: &HttpOptions) -> anyhow::Result<AgentConfig> {
     let trust = if c.insecure {
-        eprintln!("warning: --insecure: the relay's certificate is NOT verified; anyone on the path can read and alter this tunnel");
+        eprintln!(
+            "warning: --insecure: the relay's certificate is NOT verified; anyone on the path can read and alter this tunnel"
+        );
         Trust::Insecure
     } else if let Some(ca) = &c.ca {
         Trust::CaFile(ca.clone())
@@ -32,7 +136,14 @@ pub fn agent_config(c: &ClientArgs, tunnels: Vec<TunnelSpec>) -> AgentConfig {
     cfg.client_id = c.client_id.clone();
     cfg.local_host = c.local_host.clone();
     cfg.max_backoff = c.max_backoff;
-    cfg
+    cfg.local_h2c = http.h2c;
+    cfg.host_header = match http.host_header.as_str() {
+        "" | "preserve" => HostHeader::Preserve,
+        "rewrite" => HostHeader::Rewrite,
+        v if http::HeaderValue::from_str(v).is_ok() => HostHeader::Value(v.to_string()),
+        v => anyhow::bail!("--host-header {v:?} is not a valid header value"),
+    };
+    Ok(cfg)
 }
 
 /// Runs the agent until Ctrl-C (unregister, exit 0) or a fatal error (exit 1).
@@ -57,7 +168,10 @@ async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String)
                 println!("reconnected");
             }
             for t in &s.tunnels {
-                println!("{}  ->  {local_host}:{}", t.public_url, t.local_port);
+                match &t.default_url {
+                    Some(short) => println!("{}  ->  {local_host}:{}   (also {short})", t.public_url, t.local_port),
+                    None => println!("{}  ->  {local_host}:{}", t.public_url, t.local_port),
+                }
             }
         }
     }

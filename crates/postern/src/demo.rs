@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use postern_client::AgentConfig;
 use postern_proto::{TunnelKind, TunnelSpec};
-use postern_server::{certs, Relay, RelayConfig};
+use postern_server::{CertResolver, CertSource, Relay, RelayConfig, RelayListeners};
 use postern_transport::tls::Trust;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,32 +25,38 @@ use crate::signals::shutdown_token;
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
-    let identity = certs::load(&args.state_dir, None).context("preparing the development certificate")?;
-    let ca = identity.dev.as_ref().map(|d| d.ca_cert.clone()).context("development CA missing")?;
-    let control = TcpListener::bind(args.control_addr).await.with_context(|| {
-        format!(
-            "binding the relay's control port {} (is a relay already running? try --control-addr)",
-            args.control_addr
-        )
-    })?;
-    let origin = TcpListener::bind(args.demo_addr)
-        .await
-        .with_context(|| format!("binding the demo service on {} (try --demo-addr)", args.demo_addr))?;
+    let source = CertSource { state_dir: args.state_dir.clone(), files: None, extra_dir: None };
+    let certs = CertResolver::load(source).context("preparing the development certificate")?;
+    let ca = certs.dev().map(|d| d.ca_cert.clone()).context("development CA missing")?;
+    let bind = |what: &'static str, flag: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {what} on {addr} (is something else using it? try {flag})"))
+    };
+    let control = bind("relay's control port", "--control-addr", args.control_addr).await?;
+    let https = bind("relay's HTTPS port", "--https-addr", args.https_addr).await?;
+    let http = bind("relay's HTTP port", "--http-addr", args.http_addr).await?;
+    let origin = bind("demo service", "--demo-addr", args.demo_addr).await?;
     let control_port = control.local_addr()?.port();
+    let https_port = https.local_addr()?.port();
     let demo_addr = origin.local_addr()?;
     tokio::spawn(serve_demo(origin, shutdown.clone()));
 
-    let relay = Relay::new(RelayConfig::default(), identity.config);
+    let relay = Relay::new(RelayConfig::default(), certs);
     let relay_shutdown = shutdown.clone();
+    let listeners = RelayListeners { control, http: Some(http), https: Some(https) };
     let relay_task =
-        tokio::spawn(async move { relay.run(control, relay_shutdown, std::time::Duration::from_secs(3)).await });
+        tokio::spawn(async move { relay.run(listeners, relay_shutdown, std::time::Duration::from_secs(3)).await });
 
+    let url = format!("https://demo-{}.localhost:{https_port}/", demo_addr.port());
     println!("postern demo");
-    println!("  relay:        localhost:{control_port} (CA: {})", ca.display());
+    println!("  relay:        control localhost:{control_port}, HTTPS localhost:{https_port}");
+    println!("  CA:           {}", ca.display());
     println!("  demo service: http://{demo_addr}/");
+    println!("  try:          curl --cacert {} {url}", ca.display());
     println!("  tunnel (Ctrl-C to stop):");
     let spec =
-        TunnelSpec { kind: TunnelKind::Tcp, local_port: demo_addr.port(), remote_port: None, id: Some("demo".into()) };
+        TunnelSpec { kind: TunnelKind::Http, local_port: demo_addr.port(), remote_port: None, id: Some("demo".into()) };
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());
     cfg.local_host = demo_addr.ip().to_string();

@@ -15,6 +15,14 @@
 //! max_agents = 10000
 //! max_public_connections = 50000
 //! allow_anonymous = false
+//! http_addr = "0.0.0.0:80"        # or "off"
+//! https_addr = "0.0.0.0:443"      # or "off"
+//! tls_dir = "/etc/letsencrypt/live"
+//! http_redirect = true
+//! http_header_timeout = "10s"
+//! http_idle_timeout = "5m"
+//! http_max_header_bytes = 65536
+//! http_max_streams = 128
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +49,14 @@ pub struct FileConfig {
     pub heartbeat_timeout: Option<String>,
     pub max_agents: Option<usize>,
     pub max_public_connections: Option<usize>,
+    pub http_addr: Option<String>,
+    pub https_addr: Option<String>,
+    pub tls_dir: Option<PathBuf>,
+    pub http_redirect: Option<bool>,
+    pub http_header_timeout: Option<String>,
+    pub http_idle_timeout: Option<String>,
+    pub http_max_header_bytes: Option<usize>,
+    pub http_max_streams: Option<u32>,
 }
 
 impl FileConfig {

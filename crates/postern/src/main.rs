@@ -16,8 +16,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log.as_deref());
     let result = match cli.command {
-        Command::Server(args) => server_cmd::run(args).await,
+        Command::Server(args) => server_cmd::run(*args).await,
+        Command::Http(args) => client_cmd::run_http(args).await,
         Command::Tcp(args) => client_cmd::run_tcp(args).await,
+        Command::Start(args) => client_cmd::run_start(args).await,
         Command::Demo(args) => demo::run(args).await,
     };
     match result {

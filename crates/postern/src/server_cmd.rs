@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use postern_server::{certs, PortRange, Relay, RelayConfig};
+use postern_server::{CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners};
 use tokio::net::TcpListener;
 
 use crate::cli::ServerArgs;
@@ -19,9 +19,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Resolved {
     pub control_addr: SocketAddr,
-    pub state_dir: PathBuf,
-    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub certs: CertSource,
     pub config: RelayConfig,
+}
+
+/// Parses a listener address or `off`.
+fn listen_addr(flag: &str, value: Option<String>, default: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(Some(default)),
+        Some("off" | "none" | "") => Ok(None),
+        Some(v) => {
+            v.parse().map(Some).with_context(|| format!("{flag}: {v:?} is not an address like 0.0.0.0:443 or `off`"))
+        }
+    }
 }
 
 /// Merges flags and environment (already merged by clap, flags first) over the file over the
@@ -32,6 +44,11 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
         None => FileConfig::default(),
     };
     let d = RelayConfig::default();
+    let domain = args.domain.or(file.domain).unwrap_or(d.domain.clone());
+    // A real domain means a public relay: listen on every interface and the standard ports.
+    let dev = domain == "localhost";
+    let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let tcp_ports = match args.tcp_ports.or(file.tcp_ports) {
         Some(s) => s.parse::<PortRange>()?,
         None => d.tcp_ports,
@@ -47,8 +64,12 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
         .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("postern-state"));
     let config = RelayConfig {
-        domain: args.domain.or(file.domain).unwrap_or(d.domain),
-        tcp_bind: args.tcp_bind.or(file.tcp_bind).unwrap_or(d.tcp_bind),
+        domain,
+        tcp_bind: args.tcp_bind.or(file.tcp_bind).unwrap_or(if dev {
+            d.tcp_bind
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        }),
         tcp_ports,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
         allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
@@ -70,33 +91,72 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             .max_public_connections
             .or(file.max_public_connections)
             .unwrap_or(d.max_public_connections),
+        http_redirect: args.http_redirect || file.http_redirect.unwrap_or(d.http_redirect),
+        http_header_timeout: args
+            .http_header_timeout
+            .or(duration("http_header_timeout", file.http_header_timeout.as_deref())?)
+            .unwrap_or(d.http_header_timeout),
+        http_idle_timeout: args
+            .http_idle_timeout
+            .or(duration("http_idle_timeout", file.http_idle_timeout.as_deref())?)
+            .unwrap_or(d.http_idle_timeout),
+        http_max_header_bytes: args
+            .http_max_header_bytes
+            .or(file.http_max_header_bytes)
+            .unwrap_or(d.http_max_header_bytes),
+        http_max_streams: args.http_max_streams.or(file.http_max_streams).unwrap_or(d.http_max_streams),
+        cert_poll_interval: d.cert_poll_interval,
     };
-    let control_addr = args.control_addr.or(file.control_addr).unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 7000)));
+    let control_addr = args.control_addr.or(file.control_addr).unwrap_or(if dev { local(7000) } else { any(7000) });
+    let http_addr =
+        listen_addr("--http-addr", args.http_addr.or(file.http_addr), if dev { local(8080) } else { any(80) })?;
+    let https_addr =
+        listen_addr("--https-addr", args.https_addr.or(file.https_addr), if dev { local(8443) } else { any(443) })?;
     config.validate(control_addr)?;
-    Ok(Resolved { control_addr, state_dir, tls_files, config })
+    let certs = CertSource { state_dir, files: tls_files, extra_dir: args.tls_dir.or(file.tls_dir) };
+    Ok(Resolved { control_addr, http_addr, https_addr, certs, config })
 }
 
 /// Runs `postern server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let check = args.check;
     let r = resolve(args)?;
-    let identity = certs::load(&r.state_dir, r.tls_files.clone()).context("loading the relay certificate")?;
+    let certs = CertResolver::load(r.certs.clone()).context("loading the relay certificates")?;
     if check {
         println!(
-            "configuration OK: control {} , tcp ports {} on {}",
-            r.control_addr, r.config.tcp_ports, r.config.tcp_bind
+            "configuration OK: control {}, http {}, https {}, tcp ports {} on {}",
+            r.control_addr,
+            show(r.http_addr),
+            show(r.https_addr),
+            r.config.tcp_ports,
+            r.config.tcp_bind
         );
         return Ok(());
     }
-    let listener = TcpListener::bind(r.control_addr)
-        .await
-        .with_context(|| format!("binding the control port {}", r.control_addr))?;
-    let bound = listener.local_addr()?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.with_context(|| format!("binding the {what} port {addr}"))
+    };
+    let control = bind("control", r.control_addr).await?;
+    let http = match r.http_addr {
+        Some(a) => Some(bind("HTTP", a).await?),
+        None => None,
+    };
+    let https = match r.https_addr {
+        Some(a) => Some(bind("HTTPS", a).await?),
+        None => None,
+    };
+    let bound = control.local_addr()?;
     println!("postern relay: agents connect to {bound}");
-    if let Some(dev) = &identity.dev {
+    if let Some(l) = &https {
+        println!("public HTTPS on {}: https://<id>-<port>.{}", l.local_addr()?, r.config.domain);
+    }
+    if let Some(l) = &http {
+        println!("public HTTP on {}", l.local_addr()?);
+    }
+    if let Some(dev) = certs.dev() {
         println!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
         println!(
-            "clients trust it with:  postern tcp <port> --server localhost:{} --ca {}",
+            "clients trust it with:  postern http <port> --server localhost:{} --ca {}",
             bound.port(),
             dev.ca_cert.display()
         );
@@ -104,7 +164,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if r.config.token.is_none() {
         println!("no token set: any client may open tunnels (fine on loopback; set --token elsewhere)");
     }
-    let relay = Relay::new(r.config, identity.config);
-    relay.run(listener, shutdown_token(), SHUTDOWN_GRACE).await?;
+    let relay = Relay::new(r.config, certs.clone());
+    let shutdown = shutdown_token();
+    tokio::spawn(reload_on_hangup(certs, shutdown.clone()));
+    relay.run(RelayListeners { control, http, https }, shutdown, SHUTDOWN_GRACE).await?;
     Ok(())
 }
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+}
+
+/// SIGHUP reloads certificates; tunnels and connections stay up.
+#[cfg(unix)]
+async fn reload_on_hangup(certs: std::sync::Arc<CertResolver>, shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = hup.recv() => if s.is_none() { return },
+        }
+        match certs.reload() {
+            Ok(n) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: reload failed; keeping the current certificates"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_: std::sync::Arc<CertResolver>, _: tokio_util::sync::CancellationToken) {}

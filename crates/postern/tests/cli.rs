@@ -79,7 +79,18 @@ impl Drop for Proc {
 }
 
 fn start_relay(state: &Path, extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["server", "--control-addr", "127.0.0.1:0", "--tcp-ports", "0", "--state-dir"];
+    let mut args = vec![
+        "server",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--https-addr",
+        "127.0.0.1:0",
+        "--tcp-ports",
+        "0",
+        "--state-dir",
+    ];
     args.push(state.to_str().expect("utf-8 path"));
     args.extend_from_slice(extra);
     let relay = Proc::spawn(&args);
@@ -123,7 +134,7 @@ fn help_explains_itself() {
     let out = Command::new(BIN).arg("--help").output().expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["server", "tcp", "demo"] {
+    for word in ["server", "http", "tcp", "start", "demo"] {
         assert!(text.contains(word), "{text}");
     }
     let out = Command::new(BIN).args(["tcp", "--help"]).output().expect("run");
@@ -260,4 +271,139 @@ fn config_file_sets_the_token_and_rejects_unknown_keys() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokn"));
+}
+
+/// The README's quick start, verified with curl as a user would: `postern demo`, then
+/// `curl --cacert <ca> https://demo-<port>.localhost:<https>/`.
+#[test]
+fn demo_page_is_served_over_https_to_curl() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let demo = Proc::spawn(&[
+        "demo",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--https-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--demo-addr",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    let try_line = demo.line_with("try:");
+    let url = try_line.split_whitespace().last().expect("url").to_string();
+    assert!(url.starts_with("https://demo-") && url.contains(".localhost:"), "{url}");
+    // The tunnel line comes once the tunnel is registered.
+    demo.line_with("->");
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+        .arg(state.path().join("ca.pem"))
+        .arg(&url)
+        .output()
+        .expect("curl must be installed (.ci/run installs it)");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(body.contains("Hello from the postern demo service"), "{body}");
+
+    // HTTP/2 with curl too, and a clear 404 for a name nobody holds.
+    let https_port = url.rsplit(':').next().map(|p| p.trim_end_matches('/')).expect("port").to_string();
+    let out = Command::new("curl")
+        .args(["--silent", "--http2", "--write-out", "%{http_code} %{http_version}", "--output", "/dev/null"])
+        .arg("--cacert")
+        .arg(state.path().join("ca.pem"))
+        .arg(format!("https://nobody-1.localhost:{https_port}/"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404 2");
+}
+
+#[test]
+fn http_client_prints_its_urls() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (relay, port) = start_relay(state.path(), &[]);
+    drop(relay.line_with("public HTTPS"));
+    let origin = echo_origin();
+    let ca = state.path().join("ca.pem");
+    let client = Proc::spawn(&[
+        "http",
+        &origin.port().to_string(),
+        "--id",
+        "cli-test",
+        "--server",
+        &format!("localhost:{port}"),
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    let line = client.line_with("https://");
+    assert!(line.starts_with(&format!("https://cli-test-{}.localhost:", origin.port())), "{line}");
+    assert!(line.contains("also https://cli-test.localhost:"), "{line}");
+}
+
+/// Runs curl against the relay's HTTPS port for `name`, trusting `ca`; returns the HTTP status
+/// (0 when TLS failed).
+fn curl_status(https_port: u16, name: &str, ca: &Path) -> u16 {
+    let out = Command::new("curl")
+        .args(["--silent", "--max-time", "10", "--output", "/dev/null", "--write-out", "%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{name}:{https_port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("https://{name}:{https_port}/"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn sighup_reloads_the_certificate_files() {
+    use postern_e2e::pki::TestCa;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("live");
+    let (ca_a, ca_b) = (TestCa::new("A").expect("ca"), TestCa::new("B").expect("ca"));
+    let (pem_a, pem_b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+    ca_a.write_ca(&pem_a).expect("write");
+    ca_b.write_ca(&pem_b).expect("write");
+    ca_a.write_leaf(&live, &["example.test", "*.example.test"]).expect("leaf");
+    let cert = live.join("fullchain.pem");
+    let key = live.join("privkey.pem");
+    let relay = Proc::spawn(&[
+        "server",
+        "--domain",
+        "example.test",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "off",
+        "--https-addr",
+        "127.0.0.1:0",
+        "--tcp-bind",
+        "127.0.0.1",
+        "--tcp-ports",
+        "0",
+        "--state-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    let line = relay.line_with("public HTTPS on");
+    let port: u16 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.trim_end_matches(':').rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("https port");
+    assert_eq!(curl_status(port, "nobody-1.example.test", &pem_a), 404);
+    assert_eq!(curl_status(port, "nobody-1.example.test", &pem_b), 0, "not B's certificate yet");
+
+    ca_b.write_leaf(&live, &["example.test", "*.example.test"]).expect("leaf");
+    relay.signal("-HUP");
+    // Well within the 10 s file-watch interval, so this is the SIGHUP at work.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while curl_status(port, "nobody-1.example.test", &pem_b) != 404 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

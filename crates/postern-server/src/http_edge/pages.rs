@@ -1,0 +1,104 @@
+//! The relay's own answers: small branded error pages that say which case happened and leak
+//! nothing about the relay's internals. Each carries a `postern-error` header with a stable
+//! machine-readable code.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Which of the relay's own errors this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeError {
+    /// The Host is missing or not a valid host name.
+    BadHost,
+    /// No tunnel has this name.
+    TunnelNotFound,
+    /// The tunnel's agent is connecting or gone.
+    AgentUnavailable,
+    /// The agent is there but its local service refused the connection.
+    LocalRefused,
+    /// The local service answered with something that is not HTTP, or broke off.
+    LocalFailed,
+}
+
+impl EdgeError {
+    /// HTTP status for the case.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadHost => StatusCode::BAD_REQUEST,
+            Self::TunnelNotFound => StatusCode::NOT_FOUND,
+            Self::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LocalRefused | Self::LocalFailed => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Stable code for the `postern-error` header.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadHost => "bad-host",
+            Self::TunnelNotFound => "tunnel-not-found",
+            Self::AgentUnavailable => "agent-unavailable",
+            Self::LocalRefused => "local-refused",
+            Self::LocalFailed => "local-failed",
+        }
+    }
+
+    fn headline(self) -> &'static str {
+        match self {
+            Self::BadHost => "Bad host name",
+            Self::TunnelNotFound => "No tunnel here",
+            Self::AgentUnavailable => "Tunnel offline",
+            Self::LocalRefused => "Local service unreachable",
+            Self::LocalFailed => "Local service error",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Self::BadHost => "The request's host name is missing or malformed.",
+            Self::TunnelNotFound => "No tunnel is registered under this name.",
+            Self::AgentUnavailable => {
+                "The tunnel exists, but its client is not connected right now. Try again shortly."
+            }
+            Self::LocalRefused => {
+                "The tunnel's client is connected, but the service it forwards to refused the connection."
+            }
+            Self::LocalFailed => "The service behind this tunnel failed to answer properly.",
+        }
+    }
+}
+
+/// Builds the page for `err`; `host` is shown (escaped) when known.
+pub fn page(err: EdgeError, host: Option<&str>) -> Response<Full<Bytes>> {
+    let status = err.status();
+    let host = host.map(|h| format!("<p><code>{}</code></p>", escape(h))).unwrap_or_default();
+    let body = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>{code} {headline} · postern</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}}\
+         h1{{font-size:1.4em}}small{{color:#888}}</style>\
+         <h1>{code} · {headline}</h1><p>{explain}</p>{host}<small>postern relay</small>\n",
+        code = status.as_u16(),
+        headline = err.headline(),
+        explain = err.explain(),
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("postern-error", HeaderValue::from_static(err.code()));
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .take(255)
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}

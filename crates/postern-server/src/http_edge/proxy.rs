@@ -1,0 +1,227 @@
+//! One public HTTP request: route by host, open a stream to the tunnel's agent, stream the
+//! body both ways, and pass upgrades (WebSocket) through as a byte stream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
+use postern_proto::hostname::{self, HostError};
+use postern_proto::stream::{self, StreamKind};
+use postern_proto::TunnelKind;
+use postern_transport::body::{pump, H2Body};
+use postern_transport::headers::{strip_hop_by_hop, strip_prefixed, upgrade_protocol};
+use postern_transport::splice::splice;
+use tracing::debug;
+
+use super::pages::{page, EdgeError};
+use crate::agent::OpenError;
+use crate::config::RelayConfig;
+use crate::registry::Registry;
+
+/// Error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response body: streamed from the agent, or one of the relay's own pages.
+pub type EdgeBody = BoxBody<Bytes, BoxError>;
+
+/// What the HTTP edge needs to route.
+#[derive(Debug)]
+pub struct Edge {
+    /// Settings (domain, limits, redirect).
+    pub config: RelayConfig,
+    /// Live tunnels.
+    pub registry: Arc<Registry>,
+    /// Port of the HTTPS listener, for redirects; `None` without one.
+    pub https_port: Option<u16>,
+}
+
+fn own(resp: Response<Full<Bytes>>) -> Response<EdgeBody> {
+    resp.map(|b| b.map_err(|never: Infallible| match never {}).boxed())
+}
+
+fn error(err: EdgeError, host: Option<&str>) -> Response<EdgeBody> {
+    own(page(err, host))
+}
+
+/// hyper service entry point; never fails, every problem becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Result<Response<EdgeBody>, Infallible> {
+    Ok(forward(req, &edge, peer, secure).await)
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
+}
+
+fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
+    let name = hostname::normalize(host).unwrap_or_default();
+    let location =
+        if https_port == 443 { format!("https://{name}{path}") } else { format!("https://{name}:{https_port}{path}") };
+    let mut resp = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secure: bool) -> Response<EdgeBody> {
+    let Some(host) = request_host(&req) else {
+        return error(EdgeError::BadHost, None);
+    };
+    let route = match hostname::parse(&host, &edge.config.domain) {
+        Ok(r) => r,
+        Err(HostError::NotOurs(_)) => return error(EdgeError::TunnelNotFound, Some(&host)),
+        Err(_) => return error(EdgeError::BadHost, Some(&host)),
+    };
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    if !secure && edge.config.http_redirect {
+        if let Some(port) = edge.https_port {
+            return redirect(&host, &path, port);
+        }
+    }
+    let Some(tunnel) = edge.registry.get(&route.label).filter(|t| t.info.kind == TunnelKind::Http) else {
+        return error(EdgeError::TunnelNotFound, Some(&host));
+    };
+    if req.method() == Method::CONNECT {
+        let mut resp = error(EdgeError::BadHost, Some(&host));
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return resp;
+    }
+    let Ok(authority) = host.parse::<Authority>() else {
+        return error(EdgeError::BadHost, Some(&host));
+    };
+
+    let upgrade = if req.version() <= Version::HTTP_11 { upgrade_protocol(req.headers()) } else { None };
+    let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    strip_prefixed(&mut headers, stream::PREFIX);
+    headers.remove(header::HOST);
+    // The relay is the edge: it states the peer, it does not trust what the peer claims.
+    headers.remove("forwarded");
+    let put = |headers: &mut http::HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put(&mut headers, "x-forwarded-for", &peer.ip().to_string());
+    put(&mut headers, "x-forwarded-proto", if secure { "https" } else { "http" });
+    put(&mut headers, "x-forwarded-host", &host);
+    let kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
+    put(&mut headers, stream::KIND, kind.as_str());
+    put(&mut headers, stream::TUNNEL, &tunnel.info.name);
+    put(&mut headers, stream::PEER, &peer.to_string());
+    if let Some(proto) = &upgrade {
+        headers.insert(stream::UPGRADE, proto.clone());
+    }
+
+    let uri = Uri::builder()
+        .scheme(if secure { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(path.as_str())
+        .build();
+    let Ok(uri) = uri else {
+        return error(EdgeError::BadHost, Some(&host));
+    };
+    let mut upstream = Request::new(());
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+
+    let end_of_stream = upgrade.is_none() && body.is_end_stream();
+    let (response, mut send) = match tunnel.agent.open_request(upstream, end_of_stream).await {
+        Ok(pair) => pair,
+        Err(e @ (OpenError::NotReady | OpenError::AgentGone(_))) => {
+            debug!(error = %e, "agent unavailable");
+            return error(EdgeError::AgentUnavailable, Some(&host));
+        }
+        Err(OpenError::Metadata(_)) => return error(EdgeError::BadHost, Some(&host)),
+    };
+    if upgrade.is_none() && !end_of_stream {
+        tokio::spawn(async move {
+            if let Err(e) = pump(body, send).await {
+                debug!(error = %e, "request body not fully forwarded");
+            }
+        });
+        // `send` moved into the pump; upgrades keep it for the splice below.
+        return respond(response.await, &tunnel.agent, &host);
+    }
+    let response = match response.await {
+        Ok(r) => r,
+        Err(e) => return respond(Err(e), &tunnel.agent, &host),
+    };
+    let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade) else {
+        return respond(Ok(response), &tunnel.agent, &host);
+    };
+    if response.headers().get(stream::STATUS).map(|v| v.as_bytes()) != Some(b"101") {
+        // The local service declined the upgrade; its answer is the response.
+        let _ = send.send_data(Bytes::new(), true);
+        return respond(Ok(response), &tunnel.agent, &host);
+    }
+    let (mut parts, recv) = response.into_parts();
+    strip_prefixed(&mut parts.headers, stream::PREFIX);
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, proto);
+    parts.status = StatusCode::SWITCHING_PROTOCOLS;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                if let Err(e) = splice(r, w, send, recv).await {
+                    debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "public client did not complete the upgrade");
+                send.send_reset(h2::Reason::CANCEL);
+            }
+        }
+    });
+    Response::from_parts(parts, Empty::new().map_err(|never: Infallible| match never {}).boxed())
+}
+
+/// Turns the agent's answer into the public response.
+fn respond(
+    response: Result<Response<h2::RecvStream>, h2::Error>,
+    agent: &crate::agent::AgentHandle,
+    host: &str,
+) -> Response<EdgeBody> {
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(error = %e, "agent did not answer the request");
+            let err = if agent.closed().is_cancelled() { EdgeError::AgentUnavailable } else { EdgeError::LocalFailed };
+            return error(err, Some(host));
+        }
+    };
+    if response.headers().contains_key(stream::REFUSE_REASON) {
+        let err = match response.status() {
+            StatusCode::NOT_FOUND => EdgeError::TunnelNotFound,
+            StatusCode::BAD_GATEWAY => EdgeError::LocalRefused,
+            _ => EdgeError::LocalFailed,
+        };
+        return error(err, Some(host));
+    }
+    let (mut parts, recv) = response.into_parts();
+    strip_prefixed(&mut parts.headers, stream::PREFIX);
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, H2Body::new(recv).map_err(BoxError::from).boxed())
+}

@@ -1,0 +1,111 @@
+//! HTTP bodies over h2 streams, in both directions, with trailers.
+//!
+//! - [`H2Body`] turns an h2 [`RecvStream`] into an `http_body::Body` that hyper can send on:
+//!   DATA frames become data frames (their window capacity is released as hyper takes them, so
+//!   hyper's own bounded buffer is the backpressure), trailers become a trailers frame.
+//! - [`pump`] sends any `http_body::Body` on an h2 [`SendStream`], waiting for window capacity
+//!   before each chunk, then trailers or END_STREAM.
+//!
+//! Neither ever holds a whole body: a 1 GiB upload moves through in window-sized pieces.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::splice::{send_all, SpliceError};
+
+/// An h2 stream's incoming half as an HTTP body.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl H2Body {
+    /// Wraps `recv`.
+    pub fn new(recv: RecvStream) -> Self {
+        Self { recv, data_done: false }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(chunk)) => {
+                    let _ = self.recv.flow_control().release_capacity(chunk.len());
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Why a body could not be pumped.
+#[derive(Debug, thiserror::Error)]
+pub enum PumpError {
+    /// The source body failed (the sender went away mid-body).
+    #[error("body source failed: {0}")]
+    Source(String),
+    /// The h2 stream failed.
+    #[error(transparent)]
+    Stream(#[from] SpliceError),
+}
+
+/// Sends every frame of `body` on `send`, then ends the stream (with trailers if the body has
+/// them). On a source error the stream is reset, so the peer never mistakes a cut body for a
+/// complete one.
+pub async fn pump<B>(body: B, mut send: SendStream<Bytes>) -> Result<u64, PumpError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut total = 0u64;
+    loop {
+        match body.frame().await {
+            None => {
+                send.send_data(Bytes::new(), true).map_err(|e| PumpError::Stream(SpliceError::Stream(e)))?;
+                return Ok(total);
+            }
+            Some(Err(e)) => {
+                send.send_reset(Reason::CANCEL);
+                return Err(PumpError::Source(e.to_string()));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    total += data.len() as u64;
+                    send_all(&mut send, data).await?;
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        send.send_trailers(trailers).map_err(|e| PumpError::Stream(SpliceError::Stream(e)))?;
+                        return Ok(total);
+                    }
+                }
+            },
+        }
+    }
+}

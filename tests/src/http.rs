@@ -1,0 +1,135 @@
+//! Real HTTP clients for the HTTPS edge: hyper over rustls, trusting the relay's dev CA.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use postern_transport::tls::{client_config, server_name, Trust};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::TestRelay;
+
+/// TLS to the relay's HTTPS port with `sni`, offering `alpn`.
+pub async fn tls_connect(relay: &TestRelay, sni: &str, alpn: &[&[u8]]) -> anyhow::Result<TlsStream<TcpStream>> {
+    let cfg = client_config(&Trust::CaFile(relay.ca.clone()), alpn)?;
+    let tcp = TcpStream::connect(relay.https_addr).await?;
+    let tls = TlsConnector::from(Arc::new(cfg)).connect(server_name(sni)?, tcp).await?;
+    Ok(tls)
+}
+
+/// An HTTP/1.1 connection to the relay over TLS.
+pub async fn h1<B>(relay: &TestRelay, sni: &str) -> anyhow::Result<http1::SendRequest<B>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = tls_connect(relay, sni, &[b"http/1.1"]).await?;
+    let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// An HTTP/2 connection to the relay over TLS (ALPN h2).
+pub async fn h2<B>(relay: &TestRelay, sni: &str) -> anyhow::Result<http2::SendRequest<B>>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = tls_connect(relay, sni, &[b"h2"]).await?;
+    anyhow::ensure!(tls.get_ref().1.alpn_protocol() == Some(b"h2"), "relay did not negotiate h2");
+    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// An empty request body.
+pub fn empty() -> Empty<Bytes> {
+    Empty::new()
+}
+
+/// Byte `i` of the test pattern: not periodic with any small chunk size.
+fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 20) as u8
+}
+
+/// `len` pattern bytes starting at `offset`.
+pub fn pattern(offset: u64, len: usize) -> Bytes {
+    (0..len as u64).map(|i| pattern_byte(offset + i)).collect::<Vec<u8>>().into()
+}
+
+/// SHA-256 of the first `len` pattern bytes.
+pub fn pattern_sha256(len: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(1 << 20) as usize;
+        h.update(pattern(off, n));
+        off += n as u64;
+    }
+    h.finalize().into()
+}
+
+/// A streaming request body of `len` pattern bytes, produced 256 KiB at a time, never held
+/// whole.
+#[derive(Debug)]
+pub struct PatternBody {
+    offset: u64,
+    len: u64,
+}
+
+impl PatternBody {
+    /// A body of `len` bytes.
+    pub fn new(len: u64) -> Self {
+        Self { offset: 0, len }
+    }
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.offset >= self.len {
+            return Poll::Ready(None);
+        }
+        let n = (self.len - self.offset).min(256 * 1024) as usize;
+        let chunk = pattern(self.offset, n);
+        self.offset += n as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}
+
+/// Reads a response body frame by frame, hashing it; returns (length, sha256, trailers).
+pub async fn drain(body: Incoming) -> anyhow::Result<(u64, [u8; 32], Option<http::HeaderMap>)> {
+    let mut body = body;
+    let mut h = Sha256::new();
+    let mut len = 0u64;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("response body broke off")?;
+        match frame.into_data() {
+            Ok(d) => {
+                len += d.len() as u64;
+                h.update(&d);
+            }
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    Ok((len, h.finalize().into(), trailers))
+}
+
+/// The whole body as text.
+pub async fn text(body: Incoming) -> anyhow::Result<String> {
+    Ok(String::from_utf8(body.collect().await?.to_bytes().to_vec())?)
+}
