@@ -133,3 +133,34 @@ pub async fn drain(body: Incoming) -> anyhow::Result<(u64, [u8; 32], Option<http
 pub async fn text(body: Incoming) -> anyhow::Result<String> {
     Ok(String::from_utf8(body.collect().await?.to_bytes().to_vec())?)
 }
+
+/// One request to the relay's admin listener; returns the status and the body text.
+pub async fn admin(
+    relay: &TestRelay,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(http::StatusCode, String)> {
+    let tcp = TcpStream::connect(relay.admin_addr).await?;
+    let (mut send, conn) = http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "admin");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = send.send_request(req.body(empty())?).await?;
+    let status = resp.status();
+    Ok((status, text(resp.into_body()).await?))
+}
+
+/// `admin` for a JSON answer.
+pub async fn admin_json(
+    relay: &TestRelay,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    let (status, body) = admin(relay, method, path, token).await?;
+    let json = serde_json::from_str(&body).with_context(|| format!("not JSON: {body}"))?;
+    Ok((status, json))
+}

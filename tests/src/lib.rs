@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use postern_client::{AgentConfig, AgentError, AgentPhase, AgentState};
+use postern_proto::token::{Claims, TokenKey};
 use postern_proto::{TunnelGrant, TunnelKind, TunnelSpec};
 use postern_server::{CertResolver, CertSource, PortRange, Registry, Relay, RelayConfig, RelayListeners};
 use postern_transport::tls::Trust;
@@ -51,6 +52,10 @@ pub struct TestRelay {
     pub https_addr: SocketAddr,
     /// Public plain HTTP.
     pub http_addr: SocketAddr,
+    /// Admin API, metrics, health.
+    pub admin_addr: SocketAddr,
+    /// The relay's token signing key, to mint test tokens.
+    pub key: TokenKey,
     /// The development CA the relay's certificate chains to.
     pub ca: PathBuf,
     /// The relay's registry.
@@ -80,7 +85,9 @@ impl TestRelay {
         let state = tempfile::tempdir()?;
         let certs = CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir })?;
         let ca = certs.dev().context("dev CA")?.ca_cert.clone();
-        let mut config = RelayConfig { tcp_ports: PortRange::Ephemeral, ..RelayConfig::default() };
+        let key = TokenKey::from_bytes(rand::random());
+        let mut config =
+            RelayConfig { tcp_ports: PortRange::Ephemeral, token_key: Some(key.clone()), ..RelayConfig::default() };
         edit(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let control_addr = listener.local_addr()?;
@@ -88,8 +95,10 @@ impl TestRelay {
         let https_addr = https.local_addr()?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let http_addr = http.local_addr()?;
-        let listeners = RelayListeners { control: listener, http: Some(http), https: Some(https) };
-        let relay = Relay::new(config, certs.clone());
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let admin_addr = admin.local_addr()?;
+        let listeners = RelayListeners { control: listener, http: Some(http), https: Some(https), admin: Some(admin) };
+        let relay = Relay::new(config, certs.clone(), &prometheus::Registry::new())?;
         let registry = relay.registry();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
@@ -98,7 +107,19 @@ impl TestRelay {
                 panic!("relay failed: {e}");
             }
         });
-        Ok(Self { control_addr, https_addr, http_addr, ca, registry, certs, shutdown, task, _state: state })
+        Ok(Self {
+            control_addr,
+            https_addr,
+            http_addr,
+            admin_addr,
+            key,
+            ca,
+            registry,
+            certs,
+            shutdown,
+            task,
+            _state: state,
+        })
     }
 
     /// An agent config that trusts this relay, for the given tunnels.
@@ -112,6 +133,20 @@ impl TestRelay {
         cfg.local_host = "127.0.0.1".into();
         cfg.max_backoff = Duration::from_millis(500);
         cfg
+    }
+
+    /// A signed token for `subject`, allowed ids `ids` (empty: the subject itself).
+    pub fn mint(&self, subject: &str, ids: &[&str], admin: bool) -> String {
+        let claims = Claims {
+            jti: format!("{:016x}", rand::random::<u64>()),
+            sub: subject.into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            ports: Vec::new(),
+            iat: 0,
+            exp: None,
+            admin,
+        };
+        self.key.sign(&claims).unwrap_or_default()
     }
 
     /// Waits until the registry satisfies `pred`.

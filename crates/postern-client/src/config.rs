@@ -1,11 +1,13 @@
 //! Agent configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use postern_proto::TunnelSpec;
 use postern_transport::tls::Trust;
 
 use crate::http_forward::HostHeader;
+use crate::stats::AgentStats;
 
 /// Everything an agent needs.
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct AgentConfig {
     pub host_header: HostHeader,
     /// Speak h2c (HTTP/2 without TLS) to local HTTP services for every request, not only gRPC.
     pub local_h2c: bool,
+    /// Traffic counters, shared with whoever observes the agent (the status endpoint).
+    pub stats: Arc<AgentStats>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -62,6 +66,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(30),
             host_header: HostHeader::Preserve,
             local_h2c: false,
+            stats: Arc::default(),
         }
     }
 }

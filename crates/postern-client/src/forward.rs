@@ -10,6 +10,8 @@ use postern_proto::stream::REFUSE_REASON;
 use postern_transport::splice::{splice, SpliceError, SpliceStats};
 use tokio::net::TcpStream;
 
+use crate::stats::AgentStats;
+
 /// Why a forwarded stream ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -39,6 +41,7 @@ pub async fn tcp(
     connect_timeout: Duration,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    stats: &AgentStats,
 ) -> Result<SpliceStats, ForwardError> {
     let addr = format!("{host}:{port}");
     let local = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
@@ -49,7 +52,7 @@ pub async fn tcp(
     let _ = local.set_nodelay(true);
     let send = respond.send_response(Response::new(()), false)?;
     let (reader, writer) = local.into_split();
-    Ok(splice(reader, writer, send, body).await?)
+    Ok(splice(reader, writer, send, body, stats).await?)
 }
 
 /// Tells the relay the local service is unreachable (502 with a reason header).

@@ -8,6 +8,7 @@
 //! - If the local service cannot be reached, the relay gets `502` with a `postern-reason`
 //!   header and shows its "local service unreachable" page.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,13 +22,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use postern_proto::stream::{self, REFUSE_REASON};
-use postern_transport::body::{pump, H2Body};
+use postern_transport::body::{pump, Counted, H2Body};
 use postern_transport::headers::{strip_hop_by_hop, strip_prefixed};
 use postern_transport::splice::splice;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::forward::ForwardError;
+use crate::stats::AgentStats;
 
 /// What `Host` header the local service sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,11 +58,14 @@ pub struct LocalTarget {
     pub connect_timeout: Duration,
 }
 
+/// Request body sent to local services: the relay's stream, counted.
+type LocalBody = http_body_util::combinators::BoxBody<Bytes, h2::Error>;
+
 /// The pooled clients to local services, shared by every stream of an agent.
 #[derive(Debug, Clone)]
 pub struct LocalClients {
-    http1: Client<HttpConnector, H2Body>,
-    h2c: Client<HttpConnector, H2Body>,
+    http1: Client<HttpConnector, LocalBody>,
+    h2c: Client<HttpConnector, LocalBody>,
 }
 
 impl LocalClients {
@@ -84,6 +89,7 @@ pub async fn http(
     mut respond: SendResponse<Bytes>,
     target: &LocalTarget,
     clients: &LocalClients,
+    stats: &Arc<AgentStats>,
 ) -> Result<u64, ForwardError> {
     let upgrade = req.headers().get(stream::UPGRADE).cloned();
     let (mut parts, body) = req.into_parts();
@@ -107,7 +113,7 @@ pub async fn http(
     parts.uri = uri;
 
     if let Some(proto) = upgrade {
-        return upgrade_request(parts, body, proto, respond, target, addr).await;
+        return upgrade_request(parts, body, proto, respond, target, addr, stats).await;
     }
 
     let grpc = parts
@@ -122,7 +128,9 @@ pub async fn http(
         parts.version = http::Version::HTTP_11;
         &clients.http1
     };
-    let response = match client.request(Request::from_parts(parts, H2Body::new(body))).await {
+    let counter = stats.clone();
+    let body = Counted::new(H2Body::new(body), move |n| counter.add_in(n)).boxed();
+    let response = match client.request(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => {
             let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
@@ -138,7 +146,7 @@ pub async fn http(
     if end {
         return Ok(0);
     }
-    pump(body, send).await.map_err(|e| ForwardError::Body(e.to_string()))
+    pump(body, send, &|n| stats.add_out(n)).await.map_err(|e| ForwardError::Body(e.to_string()))
 }
 
 async fn upgrade_request(
@@ -148,6 +156,7 @@ async fn upgrade_request(
     mut respond: SendResponse<Bytes>,
     target: &LocalTarget,
     addr: String,
+    stats: &AgentStats,
 ) -> Result<u64, ForwardError> {
     let connect = TcpStream::connect((target.host.as_str(), target.port));
     let stream = match tokio::time::timeout(target.connect_timeout, connect).await {
@@ -181,7 +190,9 @@ async fn upgrade_request(
         let (mut parts, local_body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let send = respond.send_response(Response::from_parts(parts, ()), false)?;
-        return pump(local_body.map_err(|e| e.to_string()), send).await.map_err(|e| ForwardError::Body(e.to_string()));
+        return pump(local_body.map_err(|e| e.to_string()), send, &|n| stats.add_out(n))
+            .await
+            .map_err(|e| ForwardError::Body(e.to_string()));
     }
     let on_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
@@ -191,8 +202,8 @@ async fn upgrade_request(
     let send = respond.send_response(Response::from_parts(parts, ()), false)?;
     let upgraded = on_upgrade.await.map_err(|e| ForwardError::Body(e.to_string()))?;
     let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-    let stats = splice(r, w, send, body).await?;
-    Ok(stats.stream_to_socket + stats.socket_to_stream)
+    let moved = splice(r, w, send, body, stats).await?;
+    Ok(moved.stream_to_socket + moved.socket_to_stream)
 }
 
 /// Answers the relay with an error status and a `postern-reason` header.

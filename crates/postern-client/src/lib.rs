@@ -10,6 +10,7 @@
 //! - [`forward`]: a TCP stream: connect to the local service and splice.
 //! - [`http_forward`]: an HTTP request: pooled client to the local service, streamed bodies,
 //!   trailers, WebSocket upgrades.
+//! - [`stats`]: traffic counters; [`status`]: the local JSON status endpoint (`--status`).
 //! - [`backoff`]: exponential backoff with jitter between attempts.
 //! - [`agent`]: [`run`], the reconnect loop, and [`AgentState`], its observable state.
 
@@ -20,6 +21,8 @@ pub mod connect;
 pub mod forward;
 pub mod http_forward;
 pub mod session;
+pub mod stats;
+pub mod status;
 
 pub use agent::{run, AgentError, AgentPhase, AgentState};
 pub use config::AgentConfig;

@@ -144,12 +144,17 @@ fn dispatch(
                 connect_timeout: cfg.local_connect_timeout,
             };
             let routes = routes.clone();
+            let stats = cfg.stats.clone();
             let span = info_span!("request", %tunnel, %peer, method = %req.method(), path = %req.uri().path());
             tokio::spawn(
                 async move {
-                    match http_forward::http(req, respond, &target, &routes.clients).await {
+                    let _open = stats.open();
+                    match http_forward::http(req, respond, &target, &routes.clients, &stats).await {
                         Ok(n) => debug!(bytes = n, "request done"),
-                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => warn!(error = %e, "request refused"),
+                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => {
+                            stats.refused();
+                            warn!(error = %e, "request refused")
+                        }
                         Err(e) => debug!(error = %e, "request failed"),
                     }
                 }
@@ -165,11 +170,16 @@ fn dispatch(
             let host = cfg.local_host.clone();
             let timeout = cfg.local_connect_timeout;
             let span = info_span!("stream", %tunnel, %peer);
+            let stats = cfg.stats.clone();
             tokio::spawn(
                 async move {
-                    match forward::tcp(&host, port, timeout, req.into_body(), respond).await {
+                    let _open = stats.open();
+                    match forward::tcp(&host, port, timeout, req.into_body(), respond, &stats).await {
                         Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "stream closed"),
-                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => warn!(error = %e, "stream refused"),
+                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => {
+                            stats.refused();
+                            warn!(error = %e, "stream refused")
+                        }
                         Err(e) => debug!(error = %e, "stream failed"),
                     }
                 }

@@ -7,6 +7,7 @@
 //! - [`hostname`]: the public host name grammar `<id>-<port>.<domain>`.
 //! - [`message`]: the messages themselves: the handshake (`Hello`, then `Welcome` or `Refused`)
 //!   and the control messages that travel on the control stream once the mux is up.
+//! - [`token`]: signed, scoped tokens (HMAC-SHA256), verified offline.
 //! - [`stream`]: the metadata the relay puts in the headers of every h2 stream it opens to an
 //!   agent (stream kind, tunnel name, peer address).
 //!
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod hostname;
 pub mod message;
 pub mod stream;
+pub mod token;
 
 pub use frame::{DecodeError, Decoder, EncodeError, FrameHeader, FRAME_HEADER_LEN, MAX_BODY_LEN};
 pub use message::{Control, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec, Welcome};

@@ -58,6 +58,11 @@ impl AgentHandle {
         let _ = self.send.set(send);
     }
 
+    /// True once the mux is up (the tunnel was announced).
+    pub fn is_attached(&self) -> bool {
+        self.send.get().is_some()
+    }
+
     /// The session id.
     pub fn session_id(&self) -> &str {
         &self.session_id

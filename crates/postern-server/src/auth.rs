@@ -1,64 +1,165 @@
-//! Checks an agent's credential.
+//! Who is calling: checks the credential an agent sends in its `Hello`, or a bearer token on the
+//! admin API, and says who it belongs to.
 //!
-//! Today the relay knows one shared secret (or none, in development). The comparison hashes both
-//! sides with SHA-256 and compares the digests in constant time, so neither the content nor the
-//! length of the secret leaks through timing. Signed, scoped tokens plug in here later.
+//! Credentials, in the order they are tried:
+//!
+//! - a signed token (`pst1.…`, see `postern_proto::token`), verified offline with the relay's
+//!   key: its subject owns the tunnels it opens, and its claims limit ids and ports;
+//! - the shared secret (`--token`): subject `shared`, no limits;
+//! - the admin token (`--admin-token`), on the admin API only: sees and may do everything;
+//! - nothing, when anonymous agents are allowed (a development relay on loopback, or
+//!   `--allow-anonymous`): subject `anonymous`, no limits.
+//!
+//! Secrets are compared as SHA-256 digests in constant time, so neither content nor length
+//! leaks through timing. No credential is ever logged.
 
+use postern_proto::token::{self, Claims, TokenError, TokenKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Who may open tunnels.
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Owner of the tunnels this caller opens; what the API filters on.
+    pub subject: String,
+    /// Id of the signed token, if one was used.
+    pub token_id: Option<String>,
+    /// May see and do everything on the admin API.
+    pub admin: bool,
+    /// The signed token's claims; `None` means no limits beyond the relay's own.
+    pub claims: Option<Claims>,
+}
+
+impl Identity {
+    fn unrestricted(subject: &str) -> Self {
+        Self { subject: subject.into(), token_id: None, admin: false, claims: None }
+    }
+
+    /// The admin.
+    pub fn admin() -> Self {
+        Self { subject: "admin".into(), token_id: None, admin: true, claims: None }
+    }
+
+    /// True when this caller may open a tunnel with id `id`.
+    pub fn may_use_id(&self, id: &str) -> bool {
+        self.claims.as_ref().is_none_or(|c| c.allows_id(id))
+    }
+
+    /// True when this caller may ask for public port `port` by number.
+    pub fn may_request_port(&self, port: u16) -> bool {
+        self.claims.as_ref().is_none_or(|c| c.allows_port(port))
+    }
+
+    /// True when this caller may see and act on things owned by `owner`.
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.admin || self.subject == owner
+    }
+}
+
+/// Why a credential was refused. The message is safe to send to the caller.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential, and one is required.
+    #[error("this relay requires a token: pass --token or set POSTERN_TOKEN")]
+    Missing,
+    /// A credential that matches nothing.
+    #[error("the token was not accepted by this relay")]
+    Invalid,
+    /// A signed token that failed verification.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+}
+
+impl AuthError {
+    /// Short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::Token(TokenError::Expired { .. }) => "expired",
+            Self::Token(TokenError::BadSignature) => "bad_signature",
+            Self::Token(TokenError::Malformed) => "malformed",
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn same(presented: &[u8; 32], want: &Option<[u8; 32]>) -> bool {
+    want.as_ref().is_some_and(|w| bool::from(presented.ct_eq(w)))
+}
+
+/// Checks credentials.
 #[derive(Clone)]
-pub enum Authenticator {
-    /// Anyone (development relays on loopback).
-    Open,
-    /// Holders of this secret, stored as its SHA-256 digest.
-    SharedSecret([u8; 32]),
+pub struct Authenticator {
+    shared: Option<[u8; 32]>,
+    admin: Option<[u8; 32]>,
+    key: Option<TokenKey>,
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Open => f.write_str("Open"),
-            Self::SharedSecret(_) => f.write_str("SharedSecret(<redacted>)"),
-        }
+        f.debug_struct("Authenticator")
+            .field("shared", &self.shared.is_some())
+            .field("admin", &self.admin.is_some())
+            .field("signed_tokens", &self.key.is_some())
+            .field("anonymous", &self.anonymous)
+            .finish()
     }
-}
-
-/// Why a credential was refused. The message is safe to send to the agent.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    /// No token was sent but one is required.
-    #[error("this relay requires a token: pass --token or set POSTERN_TOKEN")]
-    Missing,
-    /// The token does not match.
-    #[error("the token was not accepted by this relay")]
-    Invalid,
 }
 
 impl Authenticator {
-    /// Builds the authenticator for an optional shared secret.
-    pub fn new(token: Option<&str>) -> Self {
-        match token {
-            None => Self::Open,
-            Some(t) => Self::SharedSecret(Sha256::digest(t.as_bytes()).into()),
-        }
+    /// Builds the checker. `anonymous` lets agents in without any credential.
+    pub fn new(shared: Option<&str>, admin: Option<&str>, key: Option<TokenKey>, anonymous: bool) -> Self {
+        Self { shared: shared.map(digest), admin: admin.map(digest), key, anonymous }
     }
 
-    /// Checks a presented token.
-    pub fn check(&self, presented: &str) -> Result<(), AuthError> {
-        match self {
-            Self::Open => Ok(()),
-            Self::SharedSecret(_) if presented.is_empty() => Err(AuthError::Missing),
-            Self::SharedSecret(want) => {
-                let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-                if bool::from(got.ct_eq(want)) {
-                    Ok(())
-                } else {
-                    Err(AuthError::Invalid)
-                }
-            }
+    fn signed(&self, presented: &str, now: u64) -> Result<Identity, AuthError> {
+        let key = self.key.as_ref().ok_or(AuthError::Invalid)?;
+        let claims = key.verify(presented, now)?;
+        Ok(Identity {
+            subject: claims.sub.clone(),
+            token_id: Some(claims.jti.clone()),
+            admin: claims.admin,
+            claims: Some(claims),
+        })
+    }
+
+    /// Checks the token in an agent's Hello. `now` is Unix seconds.
+    pub fn agent(&self, presented: &str, now: u64) -> Result<Identity, AuthError> {
+        if presented.is_empty() {
+            return if self.anonymous { Ok(Identity::unrestricted("anonymous")) } else { Err(AuthError::Missing) };
         }
+        if token::is_signed(presented) {
+            return self.signed(presented, now);
+        }
+        if same(&digest(presented), &self.shared) {
+            return Ok(Identity::unrestricted("shared"));
+        }
+        if self.anonymous && self.shared.is_none() {
+            // An open development relay ignores a stray credential rather than failing on it.
+            return Ok(Identity::unrestricted("anonymous"));
+        }
+        Err(AuthError::Invalid)
+    }
+
+    /// Checks a bearer token on the admin API.
+    pub fn api(&self, presented: Option<&str>, now: u64) -> Result<Identity, AuthError> {
+        let presented = presented.filter(|p| !p.is_empty()).ok_or(AuthError::Missing)?;
+        let d = digest(presented);
+        if same(&d, &self.admin) {
+            return Ok(Identity::admin());
+        }
+        if token::is_signed(presented) {
+            return self.signed(presented, now);
+        }
+        if same(&d, &self.shared) {
+            return Ok(Identity::unrestricted("shared"));
+        }
+        Err(AuthError::Invalid)
     }
 }
 
@@ -66,13 +167,48 @@ impl Authenticator {
 mod tests {
     use super::*;
 
+    fn key() -> TokenKey {
+        TokenKey::from_bytes([3; 32])
+    }
+
+    fn mint(sub: &str, admin: bool, exp: Option<u64>) -> String {
+        let claims = Claims { jti: "j".into(), sub: sub.into(), ids: vec![], ports: vec![], iat: 0, exp, admin };
+        key().sign(&claims).expect("sign")
+    }
+
     #[test]
-    fn shared_secret() {
-        let a = Authenticator::new(Some("hunter2"));
-        assert_eq!(a.check("hunter2"), Ok(()));
-        assert_eq!(a.check("hunter3"), Err(AuthError::Invalid));
-        assert_eq!(a.check(""), Err(AuthError::Missing));
+    fn shared_secret_and_signed_tokens() {
+        let a = Authenticator::new(Some("hunter2"), Some("root"), Some(key()), false);
+        assert_eq!(a.agent("hunter2", 0).map(|i| i.subject), Ok("shared".into()));
+        assert_eq!(a.agent("hunter3", 0), Err(AuthError::Invalid));
+        assert_eq!(a.agent("", 0), Err(AuthError::Missing));
+        assert_eq!(a.agent(&mint("ws-1", false, None), 0).map(|i| i.subject), Ok("ws-1".into()));
+        assert_eq!(
+            a.agent(&mint("ws-1", false, Some(10)), 10).map(|i| i.subject),
+            Err(AuthError::Token(TokenError::Expired { at: 10 }))
+        );
+        // The admin token is for the API, not for agents.
+        assert_eq!(a.agent("root", 0), Err(AuthError::Invalid));
         assert!(!format!("{a:?}").contains("hunter2"));
-        assert_eq!(Authenticator::new(None).check("anything"), Ok(()));
+    }
+
+    #[test]
+    fn api_identities() {
+        let a = Authenticator::new(Some("hunter2"), Some("root"), Some(key()), false);
+        assert!(a.api(Some("root"), 0).map(|i| i.admin).unwrap_or(false));
+        assert_eq!(a.api(None, 0), Err(AuthError::Missing));
+        assert_eq!(a.api(Some("nope"), 0), Err(AuthError::Invalid));
+        let ws = a.api(Some(&mint("ws-1", false, None)), 0).expect("client");
+        assert!(!ws.admin && ws.may_access("ws-1") && !ws.may_access("ws-2"));
+        assert!(a.api(Some(&mint("ops", true, None)), 0).map(|i| i.admin).unwrap_or(false));
+    }
+
+    #[test]
+    fn anonymous_only_when_allowed() {
+        let open = Authenticator::new(None, None, Some(key()), true);
+        assert_eq!(open.agent("", 0).map(|i| i.subject), Ok("anonymous".into()));
+        let closed = Authenticator::new(None, None, Some(key()), false);
+        assert_eq!(closed.agent("", 0), Err(AuthError::Missing));
+        assert_eq!(closed.agent("guess", 0), Err(AuthError::Invalid));
     }
 }

@@ -4,6 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use postern_proto::token::TokenKey;
+
+use crate::webhook::Webhook;
+
 /// Public ports TCP tunnels may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortRange {
@@ -60,12 +64,6 @@ pub enum ConfigError {
     /// `--tcp-ports` is not `lo-hi` with `0 < lo <= hi`, or `0`.
     #[error("invalid TCP port range {0:?}: expected LOW-HIGH such as 20000-29999, or 0 for OS-assigned ports")]
     PortRange(String),
-    /// An open relay on a public address.
-    #[error(
-        "refusing to run without a token on the non-loopback address {0}: anyone could open tunnels. \
-         Set --token (or POSTERN_TOKEN), or pass --allow-anonymous if that is really what you want"
-    )]
-    OpenRelay(SocketAddr),
     /// A nonsensical limit.
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -80,10 +78,19 @@ pub struct RelayConfig {
     pub tcp_bind: IpAddr,
     /// Ports TCP tunnels get.
     pub tcp_ports: PortRange,
-    /// Shared secret agents must present; `None` accepts any agent.
+    /// Shared secret agents may present (subject `shared`, no limits).
     pub token: Option<String>,
-    /// Whether running without a token on a public address is allowed.
+    /// Let agents in without any credential. Without it, anonymous agents are only accepted by a
+    /// development relay: no `token` and a loopback control address.
     pub allow_anonymous: bool,
+    /// Key that signs and verifies scoped tokens; `None` disables signed tokens.
+    pub token_key: Option<TokenKey>,
+    /// Bearer token with full access to the admin API.
+    pub admin_token: Option<String>,
+    /// Export per-tunnel metric series (unbounded label values: one per tunnel).
+    pub metrics_per_tunnel: bool,
+    /// Where to POST events.
+    pub webhook: Option<Webhook>,
     /// Time an agent has to finish TLS and send its Hello.
     pub handshake_timeout: Duration,
     /// Interval between h2 PINGs to each agent.
@@ -119,6 +126,10 @@ impl std::fmt::Debug for RelayConfig {
             .field("tcp_ports", &self.tcp_ports)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("token_key", &self.token_key.is_some())
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("metrics_per_tunnel", &self.metrics_per_tunnel)
+            .field("webhook", &self.webhook)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
@@ -144,6 +155,10 @@ impl Default for RelayConfig {
             tcp_ports: PortRange::Range(20000, 29999),
             token: None,
             allow_anonymous: false,
+            token_key: None,
+            admin_token: None,
+            metrics_per_tunnel: false,
+            webhook: None,
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -161,13 +176,18 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
-    /// Checks the settings against each other and against the control address.
-    pub fn validate(&self, control_addr: SocketAddr) -> Result<(), ConfigError> {
-        if self.token.is_none() && !self.allow_anonymous && !control_addr.ip().is_loopback() {
-            return Err(ConfigError::OpenRelay(control_addr));
+    /// True when agents without any credential are let in on `control_addr`.
+    pub fn anonymous_allowed(&self, control_addr: SocketAddr) -> bool {
+        self.allow_anonymous || (self.token.is_none() && control_addr.ip().is_loopback())
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if matches!(&self.token, Some(t) if t.is_empty()) || matches!(&self.admin_token, Some(t) if t.is_empty()) {
+            return Err(ConfigError::Invalid("tokens must not be empty".into()));
         }
-        if matches!(&self.token, Some(t) if t.is_empty()) {
-            return Err(ConfigError::Invalid("the token must not be empty".into()));
+        if matches!(&self.webhook, Some(w) if w.secret.is_empty()) {
+            return Err(ConfigError::Invalid("a webhook needs a secret to sign its deliveries".into()));
         }
         for (name, d) in [
             ("handshake timeout", self.handshake_timeout),
@@ -211,11 +231,13 @@ mod tests {
     }
 
     #[test]
-    fn open_relay_on_public_address_is_refused() {
+    fn anonymous_agents_only_on_a_loopback_development_relay() {
         let cfg = RelayConfig::default();
-        assert!(cfg.validate("127.0.0.1:7000".parse().expect("addr")).is_ok());
-        assert!(matches!(cfg.validate("0.0.0.0:7000".parse().expect("addr")), Err(ConfigError::OpenRelay(_))));
-        let cfg = RelayConfig { token: Some("t".into()), ..RelayConfig::default() };
-        assert!(cfg.validate("0.0.0.0:7000".parse().expect("addr")).is_ok());
+        assert!(cfg.anonymous_allowed("127.0.0.1:7000".parse().expect("addr")));
+        assert!(!cfg.anonymous_allowed("0.0.0.0:7000".parse().expect("addr")));
+        let with_token = RelayConfig { token: Some("t".into()), ..RelayConfig::default() };
+        assert!(!with_token.anonymous_allowed("127.0.0.1:7000".parse().expect("addr")));
+        let allowed = RelayConfig { allow_anonymous: true, ..RelayConfig::default() };
+        assert!(allowed.anonymous_allowed("0.0.0.0:7000".parse().expect("addr")));
     }
 }

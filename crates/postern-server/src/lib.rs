@@ -7,9 +7,13 @@
 //!   or the development CA; reloadable.
 //! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate in `--state-dir`.
 //! - [`auth`]: checks the credential in an agent's `Hello`.
+//! - [`keys`]: the token signing key in `--state-dir`.
+//! - [`metrics`]: Prometheus metrics, registered in a registry the binary owns.
 //! - [`listener`]: the control-port accept loop, with a connection cap.
 //! - [`session`]: one agent connection: TLS, handshake, then the reverse-h2 mux, control stream
 //!   and heartbeat, until it ends; then its tunnels are removed.
+//! - [`admin`]: the admin listener: status API (JSON, OpenAPI), SSE events, health, metrics.
+//! - [`webhook`]: signed event deliveries with retries.
 //! - [`agent`]: [`agent::AgentHandle`], the relay's way to open a stream to an agent.
 //! - [`http_edge`]: public HTTP/HTTPS listeners; every request routed by its host name to
 //!   the right agent, bodies streamed, upgrades passed through, branded error pages.
@@ -17,19 +21,24 @@
 //! - [`tcp_edge`]: one public listener per TCP tunnel, splicing each connection to a stream.
 //! - [`relay`]: [`Relay`], which ties these together and runs until the shutdown token fires.
 
+pub mod admin;
 pub mod agent;
 pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod dev_ca;
 pub mod http_edge;
+pub mod keys;
 pub mod listener;
+pub mod metrics;
 pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod tcp_edge;
+pub mod webhook;
 
 pub use certs::{CertResolver, CertSource};
 pub use config::{ConfigError, PortRange, RelayConfig};
+pub use metrics::RelayMetrics;
 pub use registry::{Registry, TunnelInfo};
 pub use relay::{Relay, RelayError, RelayListeners};

@@ -10,13 +10,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
 use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig};
 use crate::http_edge::{self, proxy::Edge};
 use crate::listener::serve_control;
+use crate::metrics::RelayMetrics;
 use crate::registry::Registry;
 use crate::session::{PublicUrls, Shared};
+use crate::webhook;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,9 @@ pub enum RelayError {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The metrics could not be registered (a name clash in the registry passed in).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -41,12 +47,14 @@ pub struct RelayListeners {
     pub http: Option<TcpListener>,
     /// Public HTTPS, if any.
     pub https: Option<TcpListener>,
+    /// Status API, metrics and health, if any.
+    pub admin: Option<TcpListener>,
 }
 
 impl RelayListeners {
     /// Only the control port (TCP tunnels only).
     pub fn control_only(control: TcpListener) -> Self {
-        Self { control, http: None, https: None }
+        Self { control, http: None, https: None, admin: None }
     }
 }
 
@@ -56,12 +64,28 @@ pub struct Relay {
     config: RelayConfig,
     certs: Arc<CertResolver>,
     registry: Arc<Registry>,
+    metrics: prometheus::Registry,
+    ready: Arc<Readiness>,
 }
 
 impl Relay {
-    /// Builds a relay that serves the certificates of `certs` (picked by SNI, reloadable).
-    pub fn new(config: RelayConfig, certs: Arc<CertResolver>) -> Self {
-        Self { config, certs, registry: Registry::new() }
+    /// Builds a relay that serves the certificates of `certs` (picked by SNI, reloadable) and
+    /// registers its metrics in `metrics` (which `/metrics` on the admin listener serves).
+    pub fn new(
+        config: RelayConfig,
+        certs: Arc<CertResolver>,
+        metrics: &prometheus::Registry,
+    ) -> Result<Self, RelayError> {
+        config.validate()?;
+        let m = RelayMetrics::new(config.metrics_per_tunnel)?;
+        m.register(metrics)?;
+        Ok(Self {
+            registry: Registry::new(Arc::new(m)),
+            config,
+            certs,
+            metrics: metrics.clone(),
+            ready: Arc::new(Readiness::default()),
+        })
     }
 
     /// The live tunnel registry.
@@ -82,7 +106,12 @@ impl Relay {
         grace: Duration,
     ) -> Result<(), RelayError> {
         let control_addr = listeners.control.local_addr()?;
-        self.config.validate(control_addr)?;
+        let auth = Authenticator::new(
+            self.config.token.as_deref(),
+            self.config.admin_token.as_deref(),
+            self.config.token_key.clone(),
+            self.config.anonymous_allowed(control_addr),
+        );
         let https_port = listeners.https.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let http_port = listeners.http.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let urls = match (https_port, http_port) {
@@ -93,7 +122,7 @@ impl Relay {
         let public_conns = Arc::new(Semaphore::new(self.config.max_public_connections));
         let control_tls = self.certs.server_config(&[ALPN])?;
         let shared = Arc::new(Shared {
-            auth: Authenticator::new(self.config.token.as_deref()),
+            auth: auth.clone(),
             public_conns: public_conns.clone(),
             registry: self.registry.clone(),
             tls: TlsAcceptor::from(Arc::new(control_tls)),
@@ -113,9 +142,29 @@ impl Relay {
             let tls = TlsAcceptor::from(Arc::new(self.certs.server_config(&[b"h2", b"http/1.1"])?));
             edges.push(tokio::spawn(http_edge::serve(l, Some(tls), edge.clone(), public_conns, shutdown.clone())));
         }
+        if let Some(l) = listeners.admin {
+            info!(addr = %l.local_addr()?, "admin API listening");
+            let admin = Arc::new(Admin {
+                registry: self.registry.clone(),
+                auth,
+                metrics: self.metrics.clone(),
+                ready: self.ready.clone(),
+            });
+            edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
+        }
+        if let Some(hook) = self.config.webhook.clone() {
+            tokio::spawn(webhook::run(hook, self.registry.events(), shutdown.clone()));
+        }
         if let Some(every) = self.config.cert_poll_interval {
             tokio::spawn(watch_certs(self.certs.clone(), every, shutdown.clone()));
         }
+        self.ready.set_serving();
+        let ready = self.ready.clone();
+        let draining = shutdown.clone();
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            ready.set_draining();
+        });
 
         let sessions = serve_control(listeners.control, shared, shutdown).await;
         let all_done = async {

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{field, info, info_span, warn, Instrument, Span};
 
 use crate::agent::{AgentHandle, OpenError};
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, Identity};
 use crate::config::RelayConfig;
-use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
+use crate::registry::{Agent, AgentInfo, Registration, Registry, Tunnel, TunnelInfo};
 use crate::tcp_edge;
 
 /// State every session shares.
@@ -88,6 +88,8 @@ pub enum SessionEnd {
     AgentClosed,
     /// The relay is shutting down.
     RelayShutdown,
+    /// The operator kicked the agent through the admin API.
+    Kicked,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -96,6 +98,7 @@ impl std::fmt::Display for SessionEnd {
             Self::Unregistered => "agent unregistered",
             Self::AgentClosed => "agent closed the connection",
             Self::RelayShutdown => "relay shutting down",
+            Self::Kicked => "kicked by the operator",
         })
     }
 }
@@ -139,6 +142,20 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// For failures before the session started: a short reason for the handshake-failure
+    /// metric.
+    pub fn handshake_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Tls(_) => "tls",
+            Self::Alpn(_) => "alpn",
+            Self::HandshakeTimeout(_) => "timeout",
+            Self::Frame(_) | Self::UnexpectedMessage(_) => "protocol",
+            Self::Auth(e) => e.reason(),
+            Self::Refused(_) => "refused",
+            _ => return None,
+        })
+    }
+
     /// `"agent"` when the agent (or the network to it) is at fault, `"relay"` otherwise.
     pub fn fault(&self) -> &'static str {
         match self {
@@ -155,7 +172,12 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutd
     async move {
         match serve(stream, peer, &shared, &shutdown).await {
             Ok(end) => info!(outcome = %end, "agent session ended"),
-            Err(e) => warn!(error = %e, fault = e.fault(), "agent session failed"),
+            Err(e) => {
+                if let Some(reason) = e.handshake_reason() {
+                    shared.registry.metrics().handshake_failures.with_label_values(&[reason]).inc();
+                }
+                warn!(error = %e, fault = e.fault(), "agent session failed")
+            }
         }
     }
     .instrument(span)
@@ -186,12 +208,15 @@ async fn serve(
         other => return Err(SessionError::UnexpectedMessage(kind_name(&other))),
     };
 
-    if let Err(e) = shared.auth.check(&hello.token) {
-        refuse(&mut tls, RefuseCode::Unauthorized, e.to_string()).await;
-        return Err(e.into());
-    }
+    let identity = match shared.auth.agent(&hello.token, unix_now()) {
+        Ok(id) => id,
+        Err(e) => {
+            refuse(&mut tls, RefuseCode::Unauthorized, e.to_string()).await;
+            return Err(e.into());
+        }
+    };
     let session_id = format!("{:016x}", rand::random::<u64>());
-    let client_id = match client_id(&hello, &session_id) {
+    let client_id = match client_id(&hello, &identity, &session_id) {
         Ok(id) => id,
         Err(msg) => return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await),
     };
@@ -218,7 +243,8 @@ async fn serve(
     let mut grants = Vec::new();
     let mut listeners = Vec::new();
     for spec in &hello.tunnels {
-        match reserve(spec, &client_id, &session_id, peer, shared, &agent, &mut registration).await {
+        let who = Who { client_id: &client_id, identity: &identity, session_id: &session_id, peer };
+        match reserve(spec, &who, shared, &agent, &closed, &mut registration).await {
             Ok((grant, listener)) => {
                 grants.push(grant);
                 listeners.extend(listener);
@@ -240,12 +266,27 @@ async fn serve(
     for grant in &grants {
         info!(tunnel = %grant.name, url = %grant.public_url, "tunnel up");
     }
-    for (name, listener) in listeners {
+    for (tunnel, listener) in listeners {
+        let metrics = shared.registry.metrics().clone();
         tokio::spawn(
-            tcp_edge::serve(listener, name.into(), agent.clone(), shared.public_conns.clone(), closed.clone())
-                .instrument(Span::current()),
+            tcp_edge::serve(listener, tunnel, shared.public_conns.clone(), metrics).instrument(Span::current()),
         );
     }
+    let kick = CancellationToken::new();
+    shared.registry.add_agent(Agent {
+        info: AgentInfo {
+            session_id: session_id.clone(),
+            client_id: client_id.clone(),
+            owner: identity.subject.clone(),
+            token_id: identity.token_id.clone(),
+            addr: peer,
+            since: SystemTime::now(),
+            tunnels: grants.iter().map(|g| g.name.clone()).collect(),
+        },
+        kick: kick.clone(),
+    });
+    let _forget_agent = AgentGuard { registry: &shared.registry, session_id: &session_id };
+    registration.announce_up();
 
     let ping_pong = conn.ping_pong();
     let cfg = &shared.config;
@@ -258,51 +299,81 @@ async fn serve(
         e = heartbeat(ping_pong, cfg.heartbeat_interval, cfg.heartbeat_timeout) => Err(e),
         r = control(&agent) => r,
         _ = shutdown.cancelled() => Ok(SessionEnd::RelayShutdown),
+        _ = kick.cancelled() => Ok(SessionEnd::Kicked),
     };
 
-    closed.cancel();
+    // Tunnels go down before their agent is forgotten, so events read down-then-disconnected.
     drop(registration);
+    closed.cancel();
     outcome
+}
+
+/// Who is asking for a tunnel.
+struct Who<'a> {
+    client_id: &'a str,
+    identity: &'a Identity,
+    session_id: &'a str,
+    peer: SocketAddr,
+}
+
+/// Removes the agent from the registry when the session ends, however it ends.
+struct AgentGuard<'a> {
+    registry: &'a Registry,
+    session_id: &'a str,
+}
+
+impl Drop for AgentGuard<'_> {
+    fn drop(&mut self) {
+        self.registry.remove_agent(self.session_id);
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reserves one requested tunnel: binds its public port (tcp) or claims its name (http), and
 /// registers it. Returns the grant, and the listener to serve once the mux is up.
 async fn reserve(
     spec: &TunnelSpec,
-    client_id: &str,
-    session_id: &str,
-    peer: SocketAddr,
+    who: &Who<'_>,
     shared: &Shared,
     agent: &AgentHandle,
+    session_closed: &CancellationToken,
     registration: &mut Registration,
-) -> Result<(TunnelGrant, Option<(String, TcpListener)>), (RefuseCode, String)> {
+) -> Result<(TunnelGrant, Option<(Arc<Tunnel>, TcpListener)>), (RefuseCode, String)> {
     let mut info = TunnelInfo {
         name: String::new(),
         kind: spec.kind,
         public_url: String::new(),
         public_port: None,
-        alias: None,
         local_port: spec.local_port,
-        client_id: client_id.to_string(),
-        session_id: session_id.to_string(),
-        agent_addr: peer,
+        client_id: who.client_id.to_string(),
+        owner: who.identity.subject.clone(),
+        session_id: who.session_id.to_string(),
+        agent_addr: who.peer,
         since: SystemTime::now(),
     };
     let mut listener = None;
+    let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     match spec.kind {
         TunnelKind::Tcp => {
+            if let Some(port) = spec.remote_port {
+                if !who.identity.may_request_port(port) {
+                    return Err((RefuseCode::PortNotAllowed, format!("your token does not allow public port {port}")));
+                }
+            }
             let l = tcp_edge::bind(&shared.config, spec.remote_port).await.map_err(|e| (e.code(), e.to_string()))?;
             let port = l.local_addr().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?.port();
             info.name = format!("tcp-{port}");
             info.public_url = format!("tcp://{}:{port}", shared.config.domain);
             info.public_port = Some(port);
-            listener = Some((info.name.clone(), l));
+            listener = Some(l);
         }
         TunnelKind::Http => {
             let Some(urls) = &shared.urls else {
                 return Err((RefuseCode::BadRequest, "this relay has no HTTP listener; use a tcp tunnel".into()));
             };
-            let id = spec.id.as_deref().unwrap_or(client_id).to_ascii_lowercase();
             let name = hostname::label(&id, spec.local_port);
             if !hostname::is_label(&id) || !hostname::is_label(&name) {
                 return Err((
@@ -313,26 +384,24 @@ async fn reserve(
                     ),
                 ));
             }
+            if !who.identity.may_use_id(&id) {
+                return Err((RefuseCode::Unauthorized, format!("your token does not allow the tunnel id {id:?}")));
+            }
             info.public_url = urls.url(&name, &shared.config.domain);
             info.name = name;
         }
     }
-    let name = info.name.clone();
-    let public_url = info.public_url.clone();
-    let is_http = spec.kind == TunnelKind::Http;
-    let id = spec.id.as_deref().unwrap_or(client_id).to_ascii_lowercase();
+    let (name, public_url, kind) = (info.name.clone(), info.public_url.clone(), info.kind);
     let tunnel = registration
-        .insert(Tunnel { info, agent: agent.clone() })
+        .insert(Tunnel::new(info, agent.clone(), session_closed.child_token()))
         .map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?;
     // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
     let mut default_url = None;
-    if is_http && registration.insert_alias(&id, &tunnel).is_ok() {
-        if let Some(urls) = &shared.urls {
-            default_url = Some(urls.url(&id, &shared.config.domain));
-        }
+    if kind == TunnelKind::Http && registration.insert_alias(&id, &tunnel).is_ok() {
+        default_url = shared.urls.as_ref().map(|u| u.url(&id, &shared.config.domain));
     }
-    let grant = TunnelGrant { name, kind: spec.kind, local_port: spec.local_port, public_url, default_url };
-    Ok((grant, listener))
+    let grant = TunnelGrant { name, kind, local_port: spec.local_port, public_url, default_url };
+    Ok((grant, listener.map(|l| (tunnel, l))))
 }
 
 fn kind_name(m: &Message) -> &'static str {
@@ -344,10 +413,12 @@ fn kind_name(m: &Message) -> &'static str {
     }
 }
 
-/// Settles the client id: the requested one if it is a valid DNS label, else derived.
-fn client_id(hello: &Hello, session_id: &str) -> Result<String, String> {
+/// Settles the client id: the requested one if it is a valid DNS label, else the token's
+/// subject if that is one, else derived from the session id.
+fn client_id(hello: &Hello, identity: &Identity, session_id: &str) -> Result<String, String> {
+    let from_token = identity.claims.as_ref().map(|c| c.sub.to_ascii_lowercase()).filter(|s| hostname::is_label(s));
     match &hello.client_id {
-        None => Ok(format!("agent-{}", &session_id[..8])),
+        None => Ok(from_token.unwrap_or_else(|| format!("agent-{}", &session_id[..8]))),
         Some(id) => {
             let id = id.to_ascii_lowercase();
             if hostname::is_label(&id) {

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use http::StatusCode;
 use postern_proto::stream::{StreamKind, REFUSE_REASON};
 use postern_proto::RefuseCode;
-use postern_transport::splice::{socket_to_stream, stream_to_socket, SpliceError, SpliceStats};
+use postern_transport::splice::{socket_to_stream, stream_to_socket, Meter, SpliceError, SpliceStats};
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::agent::{AgentHandle, OpenError};
+use crate::agent::OpenError;
 use crate::config::{PortRange, RelayConfig};
+use crate::metrics::RelayMetrics;
+use crate::registry::Tunnel;
 
 /// Why a public port could not be given out. The message is safe to send to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +74,16 @@ pub async fn bind(config: &RelayConfig, requested: Option<u16>) -> Result<TcpLis
     }
 }
 
-/// Accepts public connections for `tunnel` until `closed` fires; then the port is released.
+/// Accepts public connections for `tunnel` until it closes; then the port is released.
 pub async fn serve(
     listener: TcpListener,
-    tunnel: Arc<str>,
-    agent: AgentHandle,
+    tunnel: Arc<Tunnel>,
     public_conns: Arc<Semaphore>,
-    closed: CancellationToken,
+    metrics: Arc<RelayMetrics>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
-            _ = closed.cancelled() => break,
+            _ = tunnel.closed.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -95,17 +95,24 @@ pub async fn serve(
             },
         };
         let Ok(permit) = public_conns.clone().try_acquire_owned() else {
+            metrics.public_refused.with_label_values(&["connection_cap"]).inc();
             warn!(%peer, "public connection refused: relay is at its connection cap");
             continue;
         };
-        let span = info_span!("public", %peer, tunnel = %tunnel);
-        let (tunnel, agent, closed) = (tunnel.clone(), agent.clone(), closed.clone());
+        let span = info_span!("public", %peer, tunnel = %tunnel.info.name);
+        let (tunnel, metrics) = (tunnel.clone(), metrics.clone());
         tokio::spawn(
             async move {
+                let _stream = tunnel.stats.open_stream();
+                metrics.stream_opened(&tunnel.info.name, "tcp");
+                let active = metrics.streams_active.with_label_values(&["tcp"]);
+                active.inc();
+                let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
                 let outcome = tokio::select! {
-                    r = handle(stream, peer, &tunnel, &agent) => r,
-                    _ = closed.cancelled() => Err(EdgeError::AgentGone),
+                    r = handle(stream, peer, &tunnel, &meter) => r,
+                    _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
                 };
+                active.dec();
                 match outcome {
                     Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
                     Err(e) => debug!(error = %e, "public connection failed"),
@@ -114,6 +121,42 @@ pub async fn serve(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Counts a public socket's bytes into its tunnel's stats and the metrics: bytes read from the
+/// public socket go *in* (toward the local service), bytes written to it go *out*.
+#[derive(Debug)]
+pub struct TunnelMeter<'a> {
+    /// The tunnel.
+    pub tunnel: &'a Tunnel,
+    /// The relay's metrics.
+    pub metrics: &'a RelayMetrics,
+    /// `tcp`, `http` or `upgrade`... as a metric label (`upgrade` counts as `http`).
+    pub kind: &'static str,
+}
+
+impl TunnelMeter<'_> {
+    /// Bytes toward the local service.
+    pub fn inbound(&self, n: u64) {
+        self.tunnel.stats.add_in(n);
+        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "in", n);
+    }
+
+    /// Bytes toward the public.
+    pub fn outbound(&self, n: u64) {
+        self.tunnel.stats.add_out(n);
+        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "out", n);
+    }
+}
+
+impl Meter for TunnelMeter<'_> {
+    fn read(&self, n: u64) {
+        self.inbound(n);
+    }
+
+    fn written(&self, n: u64) {
+        self.outbound(n);
     }
 }
 
@@ -142,13 +185,13 @@ pub enum EdgeError {
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
-    tunnel: &str,
-    agent: &AgentHandle,
+    tunnel: &Tunnel,
+    meter: &TunnelMeter<'_>,
 ) -> Result<SpliceStats, EdgeError> {
     let _ = stream.set_nodelay(true);
-    let (response, send) = agent.open(StreamKind::Tcp, tunnel, Some(peer)).await?;
+    let (response, send) = tunnel.agent.open(StreamKind::Tcp, &tunnel.info.name, Some(peer)).await?;
     let (reader, writer) = stream.into_split();
-    let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send).await?) };
+    let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send, meter).await?) };
     let down = async {
         let response = response.await.map_err(|e| EdgeError::Open(OpenError::AgentGone(e)))?;
         if response.status() != StatusCode::OK {
@@ -160,7 +203,7 @@ async fn handle(
                 .to_string();
             return Err(EdgeError::Refused { status: response.status(), reason });
         }
-        Ok(stream_to_socket(response.into_body(), writer).await?)
+        Ok(stream_to_socket(response.into_body(), writer, meter).await?)
     };
     let (up, down) = tokio::try_join!(up, down)?;
     Ok(SpliceStats { socket_to_stream: up, stream_to_socket: down })

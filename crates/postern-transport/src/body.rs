@@ -77,7 +77,7 @@ pub enum PumpError {
 /// Sends every frame of `body` on `send`, then ends the stream (with trailers if the body has
 /// them). On a source error the stream is reset, so the peer never mistakes a cut body for a
 /// complete one.
-pub async fn pump<B>(body: B, mut send: SendStream<Bytes>) -> Result<u64, PumpError>
+pub async fn pump<B>(body: B, mut send: SendStream<Bytes>, counted: &(dyn Fn(u64) + Sync)) -> Result<u64, PumpError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -96,8 +96,10 @@ where
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    total += data.len() as u64;
+                    let n = data.len() as u64;
+                    total += n;
                     send_all(&mut send, data).await?;
+                    counted(n);
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
@@ -107,5 +109,46 @@ where
                 }
             },
         }
+    }
+}
+
+/// A body that reports the size of every data frame it yields.
+#[derive(Debug)]
+pub struct Counted<B, F> {
+    inner: B,
+    counted: F,
+}
+
+impl<B, F: Fn(u64)> Counted<B, F> {
+    /// Wraps `inner`; `counted` is called with each data frame's length.
+    pub fn new(inner: B, counted: F) -> Self {
+        Self { inner, counted }
+    }
+}
+
+impl<B, F> Body for Counted<B, F>
+where
+    B: Body<Data = Bytes> + Unpin,
+    F: Fn(u64) + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(d) = f.data_ref() {
+                (self.counted)(d.len() as u64);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

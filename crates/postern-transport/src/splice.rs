@@ -17,6 +17,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// Counts bytes as they move, for live statistics. `read` is called with bytes read from the
+/// socket, `written` with bytes written to it.
+pub trait Meter: Send + Sync {
+    /// Bytes read from the socket (and sent on the stream).
+    fn read(&self, n: u64);
+    /// Bytes written to the socket (received from the stream).
+    fn written(&self, n: u64);
+}
+
+/// A [`Meter`] that counts nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMeter;
+
+impl Meter for NoMeter {
+    fn read(&self, _: u64) {}
+    fn written(&self, _: u64) {}
+}
+
 /// Bytes moved by a finished splice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpliceStats {
@@ -43,12 +61,13 @@ pub async fn splice<R, W>(
     writer: W,
     send: SendStream<Bytes>,
     recv: RecvStream,
+    meter: &dyn Meter,
 ) -> Result<SpliceStats, SpliceError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (up, down) = tokio::try_join!(socket_to_stream(reader, send), stream_to_socket(recv, writer))?;
+    let (up, down) = tokio::try_join!(socket_to_stream(reader, send, meter), stream_to_socket(recv, writer, meter))?;
     Ok(SpliceStats { socket_to_stream: up, stream_to_socket: down })
 }
 
@@ -56,6 +75,7 @@ where
 pub async fn socket_to_stream<R: AsyncRead + Unpin>(
     mut reader: R,
     mut send: SendStream<Bytes>,
+    meter: &dyn Meter,
 ) -> Result<u64, SpliceError> {
     let mut total = 0u64;
     let mut want = MIN_READ;
@@ -74,6 +94,7 @@ pub async fn socket_to_stream<R: AsyncRead + Unpin>(
             return Ok(total);
         }
         total += n as u64;
+        meter.read(n as u64);
         // Grow the read size while reads fill the buffer; idle connections keep a small one.
         if n >= want && want < MAX_READ {
             want *= 2;
@@ -100,13 +121,18 @@ pub async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(
 }
 
 /// Writes every DATA frame of `recv` to the socket, then shuts the socket's write half down.
-pub async fn stream_to_socket<W: AsyncWrite + Unpin>(mut recv: RecvStream, mut writer: W) -> Result<u64, SpliceError> {
+pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
+    mut recv: RecvStream,
+    mut writer: W,
+    meter: &dyn Meter,
+) -> Result<u64, SpliceError> {
     let mut total = 0u64;
     while let Some(chunk) = recv.data().await {
         let chunk = chunk.map_err(SpliceError::Stream)?;
         let n = chunk.len();
         writer.write_all(&chunk).await.map_err(SpliceError::Socket)?;
         total += n as u64;
+        meter.written(n as u64);
         // Ignore the error: it only means the stream is already closed.
         let _ = recv.flow_control().release_capacity(n);
     }

@@ -120,6 +120,16 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsE
     Ok(cfg)
 }
 
+/// A client config trusting exactly `roots`, offering `alpn`.
+pub fn client_config_with_roots(roots: RootCertStore, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
 /// Parses the host part of `host:port` into a TLS server name (DNS name or IP address).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');

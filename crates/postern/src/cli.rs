@@ -33,6 +33,9 @@ pub enum Command {
     /// Open every tunnel listed in a client config file (TOML), for example
     /// `postern start --config postern-client.toml`.
     Start(StartArgs),
+    /// Mint scoped tokens for clients, signed with the relay's key in --state-dir.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Try postern on this machine: a relay, a demo web service on 127.0.0.1:8000, and a client
     /// that exposes it through a tunnel.
     Demo(DemoArgs),
@@ -116,6 +119,23 @@ pub struct ServerArgs {
     /// Concurrent requests on one public HTTP/2 connection [default: 128]
     #[arg(long)]
     pub http_max_streams: Option<u32>,
+    /// Admin listener: status API, events, /metrics, /healthz, /readyz; or `off`. Keep it
+    /// private [default: 127.0.0.1:7001]
+    #[arg(long, env = "POSTERN_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    /// Bearer token with full access to the admin API (client tokens see only their own
+    /// tunnels)
+    #[arg(long, env = "POSTERN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// POST every tunnel/agent event as JSON to this URL (signed, retried)
+    #[arg(long, env = "POSTERN_WEBHOOK", requires = "webhook_secret")]
+    pub webhook: Option<String>,
+    /// Key for the webhook's X-Postern-Signature (HMAC-SHA256 of the body)
+    #[arg(long, env = "POSTERN_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Export per-tunnel metric series (one label value per tunnel; off by default)
+    #[arg(long)]
+    pub metrics_per_tunnel: bool,
     /// Validate the configuration and TLS files, print the result, and exit.
     #[arg(long)]
     pub check: bool,
@@ -147,6 +167,42 @@ pub struct ClientArgs {
     /// Longest wait between reconnect attempts
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_backoff: std::time::Duration,
+    /// Serve this client's state, URLs and counters as JSON on this address, e.g.
+    /// 127.0.0.1:4040
+    #[arg(long, env = "POSTERN_STATUS_ADDR")]
+    pub status: Option<SocketAddr>,
+}
+
+/// `postern token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token. Example: postern token mint --subject ws-123 --ids 'ws-123*' --ttl 30d
+    Mint(MintArgs),
+}
+
+/// `postern token mint`.
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// Who the token is for; owns the tunnels it opens and is its default tunnel id
+    #[arg(long)]
+    pub subject: String,
+    /// Tunnel id patterns it may register (`*` matches anything), repeatable [default: exactly
+    /// the subject]
+    #[arg(long = "ids", value_delimiter = ',')]
+    pub ids: Vec<String>,
+    /// Public TCP ports it may ask for by number (`20000`, `20000-20099`), repeatable [default:
+    /// none; the relay still assigns ports from its range]
+    #[arg(long = "ports", value_delimiter = ',')]
+    pub ports: Vec<String>,
+    /// Lifetime, e.g. 30d, 12h; `never` for no expiry
+    #[arg(long, default_value = "30d")]
+    pub ttl: String,
+    /// Grant full access to the admin API
+    #[arg(long)]
+    pub admin: bool,
+    /// The relay's state directory (holds token.key, created if missing)
+    #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+    pub state_dir: PathBuf,
 }
 
 /// `postern http`.
@@ -213,6 +269,9 @@ pub struct DemoArgs {
     /// Public plain-HTTP listener of the demo relay
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Admin listener (status API, metrics) of the demo relay
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub admin_addr: SocketAddr,
     /// Directory for the development CA and certificate
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,

@@ -1,6 +1,7 @@
 //! `postern http`, `postern tcp` and `postern start`: build the agent config, run the agent,
 //! print the public addresses each time a session comes up.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use postern_client::{AgentConfig, AgentPhase, AgentState};
 use postern_proto::{TunnelKind, TunnelSpec};
 use postern_transport::tls::Trust;
 use serde::Deserialize;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +21,12 @@ use crate::signals::shutdown_token;
 pub async fn run_tcp(args: TcpArgs) -> anyhow::Result<()> {
     let spec = TunnelSpec { kind: TunnelKind::Tcp, local_port: args.port, remote_port: args.remote_port, id: None };
     let cfg = agent_config(&args.client, vec![spec], &HttpOptions::default())?;
-    run_agent(cfg, shutdown_token()).await
+    run_agent(cfg, args.client.status, shutdown_token()).await
 }
 
 /// Runs `postern http PORT...`.
 pub async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
-    let id = args.id.clone().or_else(|| args.client.client_id.clone()).unwrap_or_else(machine_id);
+    let id = args.id.clone().or_else(|| default_id(&args.client)).unwrap_or_else(machine_id);
     let tunnels = args
         .ports
         .iter()
@@ -34,7 +36,12 @@ pub async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     if cfg.client_id.is_none() {
         cfg.client_id = Some(id);
     }
-    run_agent(cfg, shutdown_token()).await
+    run_agent(cfg, args.client.status, shutdown_token()).await
+}
+
+/// The client id, else the subject of a signed token (read, not verified: the relay verifies).
+fn default_id(c: &ClientArgs) -> Option<String> {
+    c.client_id.clone().or_else(|| postern_proto::token::peek(&c.token).ok().map(|claims| claims.sub))
 }
 
 /// A client config file.
@@ -51,6 +58,7 @@ struct ClientFile {
     host_header: Option<String>,
     #[serde(default)]
     h2c: bool,
+    status: Option<SocketAddr>,
     #[serde(rename = "tunnel", default)]
     tunnels: Vec<FileTunnel>,
 }
@@ -81,8 +89,9 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
         client_id: env("POSTERN_CLIENT_ID").or(file.client_id),
         local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
         max_backoff: std::time::Duration::from_secs(30),
+        status: file.status,
     };
-    let default_id = client.client_id.clone().unwrap_or_else(machine_id);
+    let default_id = default_id(&client).unwrap_or_else(machine_id);
     let tunnels = file
         .tunnels
         .into_iter()
@@ -101,7 +110,7 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
     if cfg.client_id.is_none() {
         cfg.client_id = Some(default_id);
     }
-    run_agent(cfg, shutdown_token()).await
+    run_agent(cfg, client.status, shutdown_token()).await
 }
 
 /// This machine's host name as a DNS label, the default tunnel id.
@@ -146,10 +155,21 @@ pub fn agent_config(c: &ClientArgs, tunnels: Vec<TunnelSpec>, http: &HttpOptions
     Ok(cfg)
 }
 
-/// Runs the agent until Ctrl-C (unregister, exit 0) or a fatal error (exit 1).
-pub async fn run_agent(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the agent until Ctrl-C (unregister, exit 0) or a fatal error (exit 1). With `status`,
+/// serves the agent's state as JSON there.
+pub async fn run_agent(
+    cfg: AgentConfig,
+    status: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(AgentState::default());
     let local_host = cfg.local_host.clone();
+    if let Some(addr) = status {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the status endpoint {addr}"))?;
+        eprintln!("status: http://{}/", listener.local_addr()?);
+        let (server, stats) = (cfg.server.clone(), cfg.stats.clone());
+        tokio::spawn(postern_client::status::serve(listener, server, rx.clone(), stats, shutdown.clone()));
+    }
     let printer = tokio::spawn(print_sessions(rx, local_host));
     let result = postern_client::run(cfg, tx, shutdown).await;
     printer.abort();

@@ -23,7 +23,7 @@ use crate::client_cmd::run_agent;
 use crate::signals::shutdown_token;
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
     let source = CertSource { state_dir: args.state_dir.clone(), files: None, extra_dir: None };
     let certs = CertResolver::load(source).context("preparing the development certificate")?;
@@ -36,15 +36,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let control = bind("relay's control port", "--control-addr", args.control_addr).await?;
     let https = bind("relay's HTTPS port", "--https-addr", args.https_addr).await?;
     let http = bind("relay's HTTP port", "--http-addr", args.http_addr).await?;
+    let admin = bind("relay's admin port", "--admin-addr", args.admin_addr).await?;
     let origin = bind("demo service", "--demo-addr", args.demo_addr).await?;
+    let admin_addr = admin.local_addr()?;
     let control_port = control.local_addr()?.port();
     let https_port = https.local_addr()?.port();
     let demo_addr = origin.local_addr()?;
     tokio::spawn(serve_demo(origin, shutdown.clone()));
 
-    let relay = Relay::new(RelayConfig::default(), certs);
+    let config = RelayConfig {
+        token_key: Some(postern_server::keys::load_or_create(&args.state_dir)?),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(config, certs, metrics)?;
     let relay_shutdown = shutdown.clone();
-    let listeners = RelayListeners { control, http: Some(http), https: Some(https) };
+    let listeners = RelayListeners { control, http: Some(http), https: Some(https), admin: Some(admin) };
     let relay_task =
         tokio::spawn(async move { relay.run(listeners, relay_shutdown, std::time::Duration::from_secs(3)).await });
 
@@ -53,6 +59,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  relay:        control localhost:{control_port}, HTTPS localhost:{https_port}");
     println!("  CA:           {}", ca.display());
     println!("  demo service: http://{demo_addr}/");
+    println!("  metrics:      http://{admin_addr}/metrics");
     println!("  try:          curl --cacert {} {url}", ca.display());
     println!("  tunnel (Ctrl-C to stop):");
     let spec =
@@ -60,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());
     cfg.local_host = demo_addr.ip().to_string();
-    run_agent(cfg, shutdown.clone()).await?;
+    run_agent(cfg, None, shutdown.clone()).await?;
     shutdown.cancel();
     relay_task.await.context("relay task panicked")??;
     Ok(())

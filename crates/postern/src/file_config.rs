@@ -23,6 +23,11 @@
 //! http_idle_timeout = "5m"
 //! http_max_header_bytes = 65536
 //! http_max_streams = 128
+//! admin_addr = "127.0.0.1:7001"   # or "off"
+//! admin_token = "..."             # better: POSTERN_ADMIN_TOKEN
+//! webhook = "https://hooks.example.com/postern"
+//! webhook_secret = "..."          # better: POSTERN_WEBHOOK_SECRET
+//! metrics_per_tunnel = false
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -57,6 +62,11 @@ pub struct FileConfig {
     pub http_idle_timeout: Option<String>,
     pub http_max_header_bytes: Option<usize>,
     pub http_max_streams: Option<u32>,
+    pub admin_addr: Option<String>,
+    pub admin_token: Option<String>,
+    pub webhook: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub metrics_per_tunnel: Option<bool>,
 }
 
 impl FileConfig {

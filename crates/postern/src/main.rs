@@ -6,6 +6,7 @@ mod demo;
 mod file_config;
 mod server_cmd;
 mod signals;
+mod token_cmd;
 
 use clap::Parser;
 
@@ -15,12 +16,15 @@ use crate::cli::{Cli, Command};
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log.as_deref());
+    // The one metrics registry of this process, passed down to whatever serves /metrics.
+    let metrics = prometheus::Registry::new();
     let result = match cli.command {
-        Command::Server(args) => server_cmd::run(*args).await,
+        Command::Server(args) => server_cmd::run(*args, &metrics).await,
+        Command::Token(cmd) => token_cmd::run(cmd),
         Command::Http(args) => client_cmd::run_http(args).await,
         Command::Tcp(args) => client_cmd::run_tcp(args).await,
         Command::Start(args) => client_cmd::run_start(args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(args, &metrics).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

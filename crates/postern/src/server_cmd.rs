@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use postern_server::{CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners};
+use postern_server::webhook::Webhook;
+use postern_server::{keys, CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners};
 use tokio::net::TcpListener;
 
 use crate::cli::ServerArgs;
@@ -21,6 +22,7 @@ pub struct Resolved {
     pub control_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub certs: CertSource,
     pub config: RelayConfig,
 }
@@ -106,31 +108,45 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             .unwrap_or(d.http_max_header_bytes),
         http_max_streams: args.http_max_streams.or(file.http_max_streams).unwrap_or(d.http_max_streams),
         cert_poll_interval: d.cert_poll_interval,
+        token_key: Some(keys::load_or_create(&state_dir).context("loading the token signing key")?),
+        admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+        metrics_per_tunnel: args.metrics_per_tunnel || file.metrics_per_tunnel.unwrap_or(false),
+        webhook: match (args.webhook.or(file.webhook), args.webhook_secret.or(file.webhook_secret)) {
+            (None, _) => None,
+            (Some(url), Some(secret)) => {
+                Some(Webhook { url: url.parse().with_context(|| format!("--webhook {url:?} is not a URL"))?, secret })
+            }
+            (Some(_), None) => anyhow::bail!("--webhook needs --webhook-secret (or POSTERN_WEBHOOK_SECRET)"),
+        },
     };
     let control_addr = args.control_addr.or(file.control_addr).unwrap_or(if dev { local(7000) } else { any(7000) });
     let http_addr =
         listen_addr("--http-addr", args.http_addr.or(file.http_addr), if dev { local(8080) } else { any(80) })?;
     let https_addr =
         listen_addr("--https-addr", args.https_addr.or(file.https_addr), if dev { local(8443) } else { any(443) })?;
-    config.validate(control_addr)?;
+    // Metrics and the status API stay on loopback unless asked otherwise, even in production.
+    let admin_addr = listen_addr("--admin-addr", args.admin_addr.or(file.admin_addr), local(7001))?;
+    config.validate()?;
     let certs = CertSource { state_dir, files: tls_files, extra_dir: args.tls_dir.or(file.tls_dir) };
-    Ok(Resolved { control_addr, http_addr, https_addr, certs, config })
+    Ok(Resolved { control_addr, http_addr, https_addr, admin_addr, certs, config })
 }
 
-/// Runs `postern server`.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+/// Runs `postern server`, registering its metrics in `metrics`.
+pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Result<()> {
     let check = args.check;
     let r = resolve(args)?;
     let certs = CertResolver::load(r.certs.clone()).context("loading the relay certificates")?;
     if check {
         println!(
-            "configuration OK: control {}, http {}, https {}, tcp ports {} on {}",
+            "configuration OK: control {}, http {}, https {}, admin {}, tcp ports {} on {}",
             r.control_addr,
             show(r.http_addr),
             show(r.https_addr),
+            show(r.admin_addr),
             r.config.tcp_ports,
             r.config.tcp_bind
         );
+        println!("{}", agent_policy(&r));
         return Ok(());
     }
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -145,6 +161,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(a) => Some(bind("HTTPS", a).await?),
         None => None,
     };
+    let admin = match r.admin_addr {
+        Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
     let bound = control.local_addr()?;
     println!("postern relay: agents connect to {bound}");
     if let Some(l) = &https {
@@ -152,6 +172,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = &http {
         println!("public HTTP on {}", l.local_addr()?);
+    }
+    if let Some(l) = &admin {
+        println!("admin API on http://{}/api/v1/tunnels (metrics: /metrics)", l.local_addr()?);
     }
     if let Some(dev) = certs.dev() {
         println!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
@@ -161,14 +184,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             dev.ca_cert.display()
         );
     }
-    if r.config.token.is_none() {
-        println!("no token set: any client may open tunnels (fine on loopback; set --token elsewhere)");
-    }
-    let relay = Relay::new(r.config, certs.clone());
+    println!("{}", agent_policy(&r));
+    let relay = Relay::new(r.config, certs.clone(), metrics)?;
     let shutdown = shutdown_token();
     tokio::spawn(reload_on_hangup(certs, shutdown.clone()));
-    relay.run(RelayListeners { control, http, https }, shutdown, SHUTDOWN_GRACE).await?;
+    relay.run(RelayListeners { control, http, https, admin }, shutdown, SHUTDOWN_GRACE).await?;
     Ok(())
+}
+
+/// One line saying who may open tunnels.
+fn agent_policy(r: &Resolved) -> String {
+    if r.config.anonymous_allowed(r.control_addr) {
+        "anonymous clients allowed (development relay on loopback, or --allow-anonymous)".into()
+    } else if r.config.token.is_some() {
+        "clients need the shared --token or a token from `postern token mint`".into()
+    } else {
+        format!("clients need a token: postern token mint --state-dir {} --subject <name>", r.certs.state_dir.display())
+    }
 }
 
 fn show(addr: Option<SocketAddr>) -> String {

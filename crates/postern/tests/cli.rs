@@ -87,6 +87,8 @@ fn start_relay(state: &Path, extra: &[&str]) -> (Proc, u16) {
         "127.0.0.1:0",
         "--https-addr",
         "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
         "--tcp-ports",
         "0",
         "--state-dir",
@@ -235,7 +237,7 @@ fn ctrl_c_unregisters_and_exits_zero() {
 }
 
 #[test]
-fn server_check_rejects_an_open_relay_on_a_public_address() {
+fn server_check_says_a_public_relay_needs_tokens() {
     let state = tempfile::tempdir().expect("tempdir");
     let out = Command::new(BIN)
         .args(["server", "--check", "--control-addr", "0.0.0.0:7000", "--state-dir"])
@@ -243,8 +245,68 @@ fn server_check_rejects_an_open_relay_on_a_public_address() {
         .env_remove("POSTERN_TOKEN")
         .output()
         .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("clients need a token: postern token mint"), "{text}");
+    assert!(state.path().join("token.key").exists(), "the signing key is created on first start");
+}
+
+#[test]
+fn minted_tokens_open_tunnels_and_forged_ones_do_not() {
+    let state = tempfile::tempdir().expect("tempdir");
+    // A shared token turns anonymous access off, even on loopback.
+    let (_relay, port) = start_relay(state.path(), &["--token", "shared-secret"]);
+    let mint = |subject: &str, ids: &str| {
+        let out = Command::new(BIN)
+            .args(["token", "mint", "--subject", subject, "--ids", ids, "--ttl", "1h", "--state-dir"])
+            .arg(state.path())
+            .output()
+            .expect("mint");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let token = mint("ws-7", "ws-7*");
+    assert!(token.starts_with("pst1."), "{token}");
+    let ca = state.path().join("ca.pem");
+    let origin = echo_origin();
+    let client = Proc::spawn(&[
+        "http",
+        &origin.port().to_string(),
+        "--server",
+        &format!("localhost:{port}"),
+        "--token",
+        &token,
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    // The id defaults to the token's subject.
+    let line = client.line_with("https://");
+    assert!(line.starts_with(&format!("https://ws-7-{}.localhost:", origin.port())), "{line}");
+
+    // An id outside the token's patterns is refused for good.
+    let out = Command::new(BIN)
+        .args(["http", "9", "--id", "other", "--server", &format!("localhost:{port}"), "--token", &token, "--ca"])
+        .arg(&ca)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not allow the tunnel id"));
+
+    // A token signed by another relay's key.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["token", "mint", "--subject", "ws-7", "--state-dir"])
+        .arg(other.path())
+        .output()
+        .expect("mint");
+    let forged = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = Command::new(BIN)
+        .args(["tcp", "9", "--server", &format!("localhost:{port}"), "--token", &forged, "--ca"])
+        .arg(&ca)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature is not valid"));
 }
 
 #[test]
@@ -285,6 +347,8 @@ fn demo_page_is_served_over_https_to_curl() {
         "--https-addr",
         "127.0.0.1:0",
         "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
         "127.0.0.1:0",
         "--demo-addr",
         "127.0.0.1:0",
@@ -377,6 +441,8 @@ fn sighup_reloads_the_certificate_files() {
         "off",
         "--https-addr",
         "127.0.0.1:0",
+        "--admin-addr",
+        "off",
         "--tcp-bind",
         "127.0.0.1",
         "--tcp-ports",

@@ -16,15 +16,19 @@ use hyper_util::rt::TokioIo;
 use postern_proto::hostname::{self, HostError};
 use postern_proto::stream::{self, StreamKind};
 use postern_proto::TunnelKind;
-use postern_transport::body::{pump, H2Body};
+use postern_transport::body::{pump, Counted, H2Body};
 use postern_transport::headers::{strip_hop_by_hop, strip_prefixed, upgrade_protocol};
 use postern_transport::splice::splice;
 use tracing::debug;
 
 use super::pages::{page, EdgeError};
+use prometheus::IntGauge;
+
 use crate::agent::OpenError;
 use crate::config::RelayConfig;
-use crate::registry::Registry;
+use crate::metrics::RelayMetrics;
+use crate::registry::{Registry, StreamGuard, Tunnel};
+use crate::tcp_edge::TunnelMeter;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,7 +61,31 @@ pub async fn handle(
     peer: SocketAddr,
     secure: bool,
 ) -> Result<Response<EdgeBody>, Infallible> {
-    Ok(forward(req, &edge, peer, secure).await)
+    let started = std::time::Instant::now();
+    let (kind, resp) = forward(req, &edge, peer, secure).await;
+    edge.registry.metrics().http_answered(kind, resp.status().as_u16(), started.elapsed());
+    Ok(resp)
+}
+
+/// Keeps a tunnel's stream counted as open until the response body is done.
+struct OpenStream {
+    _stats: StreamGuard,
+    active: IntGauge,
+}
+
+impl OpenStream {
+    fn new(tunnel: &Tunnel, metrics: &RelayMetrics, kind: &'static str) -> Self {
+        metrics.stream_opened(&tunnel.info.name, kind);
+        let active = metrics.streams_active.with_label_values(&[kind]);
+        active.inc();
+        Self { _stats: tunnel.stats.open_stream(), active }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
 }
 
 fn request_host<B>(req: &Request<B>) -> Option<String> {
@@ -79,24 +107,48 @@ fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
     resp
 }
 
-async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secure: bool) -> Response<EdgeBody> {
+/// Label for requests the relay answers itself, before any tunnel is involved.
+const RELAY: &str = "relay";
+
+async fn forward(
+    req: Request<Incoming>,
+    edge: &Edge,
+    peer: SocketAddr,
+    secure: bool,
+) -> (&'static str, Response<EdgeBody>) {
     let Some(host) = request_host(&req) else {
-        return error(EdgeError::BadHost, None);
+        return (RELAY, error(EdgeError::BadHost, None));
     };
     let route = match hostname::parse(&host, &edge.config.domain) {
         Ok(r) => r,
-        Err(HostError::NotOurs(_)) => return error(EdgeError::TunnelNotFound, Some(&host)),
-        Err(_) => return error(EdgeError::BadHost, Some(&host)),
+        Err(HostError::NotOurs(_)) => return (RELAY, error(EdgeError::TunnelNotFound, Some(&host))),
+        Err(_) => return (RELAY, error(EdgeError::BadHost, Some(&host))),
     };
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     if !secure && edge.config.http_redirect {
         if let Some(port) = edge.https_port {
-            return redirect(&host, &path, port);
+            return (RELAY, redirect(&host, &path, port));
         }
     }
     let Some(tunnel) = edge.registry.get(&route.label).filter(|t| t.info.kind == TunnelKind::Http) else {
-        return error(EdgeError::TunnelNotFound, Some(&host));
+        return (RELAY, error(EdgeError::TunnelNotFound, Some(&host)));
     };
+    let upgrading = req.version() <= Version::HTTP_11 && upgrade_protocol(req.headers()).is_some();
+    let kind = if upgrading { "upgrade" } else { "http" };
+    (kind, proxy(req, edge, peer, secure, tunnel, host, path, kind).await)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    mut req: Request<Incoming>,
+    edge: &Edge,
+    peer: SocketAddr,
+    secure: bool,
+    tunnel: Arc<Tunnel>,
+    host: String,
+    path: String,
+    kind: &'static str,
+) -> Response<EdgeBody> {
     if req.method() == Method::CONNECT {
         let mut resp = error(EdgeError::BadHost, Some(&host));
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
@@ -106,7 +158,7 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
         return error(EdgeError::BadHost, Some(&host));
     };
 
-    let upgrade = if req.version() <= Version::HTTP_11 { upgrade_protocol(req.headers()) } else { None };
+    let upgrade = if kind == "upgrade" { upgrade_protocol(req.headers()) } else { None };
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
 
@@ -124,8 +176,8 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
     put(&mut headers, "x-forwarded-for", &peer.ip().to_string());
     put(&mut headers, "x-forwarded-proto", if secure { "https" } else { "http" });
     put(&mut headers, "x-forwarded-host", &host);
-    let kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
-    put(&mut headers, stream::KIND, kind.as_str());
+    let stream_kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
+    put(&mut headers, stream::KIND, stream_kind.as_str());
     put(&mut headers, stream::TUNNEL, &tunnel.info.name);
     put(&mut headers, stream::PEER, &peer.to_string());
     if let Some(proto) = &upgrade {
@@ -146,6 +198,8 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
     *upstream.headers_mut() = headers;
 
     let end_of_stream = upgrade.is_none() && body.is_end_stream();
+    let metrics = edge.registry.metrics().clone();
+    let open = OpenStream::new(&tunnel, &metrics, kind);
     let (response, mut send) = match tunnel.agent.open_request(upstream, end_of_stream).await {
         Ok(pair) => pair,
         Err(e @ (OpenError::NotReady | OpenError::AgentGone(_))) => {
@@ -155,25 +209,27 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
         Err(OpenError::Metadata(_)) => return error(EdgeError::BadHost, Some(&host)),
     };
     if upgrade.is_none() && !end_of_stream {
+        let (t, m) = (tunnel.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = pump(body, send).await {
+            let meter = TunnelMeter { tunnel: &t, metrics: &m, kind: "http" };
+            if let Err(e) = pump(body, send, &|n| meter.inbound(n)).await {
                 debug!(error = %e, "request body not fully forwarded");
             }
         });
         // `send` moved into the pump; upgrades keep it for the splice below.
-        return respond(response.await, &tunnel.agent, &host);
+        return respond(response.await, &tunnel, metrics, open, &host);
     }
     let response = match response.await {
         Ok(r) => r,
-        Err(e) => return respond(Err(e), &tunnel.agent, &host),
+        Err(e) => return respond(Err(e), &tunnel, metrics, open, &host),
     };
     let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade) else {
-        return respond(Ok(response), &tunnel.agent, &host);
+        return respond(Ok(response), &tunnel, metrics, open, &host);
     };
     if response.headers().get(stream::STATUS).map(|v| v.as_bytes()) != Some(b"101") {
         // The local service declined the upgrade; its answer is the response.
         let _ = send.send_data(Bytes::new(), true);
-        return respond(Ok(response), &tunnel.agent, &host);
+        return respond(Ok(response), &tunnel, metrics, open, &host);
     }
     let (mut parts, recv) = response.into_parts();
     strip_prefixed(&mut parts.headers, stream::PREFIX);
@@ -182,10 +238,12 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
     parts.headers.insert(header::UPGRADE, proto);
     parts.status = StatusCode::SWITCHING_PROTOCOLS;
     tokio::spawn(async move {
+        let _open = open;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                if let Err(e) = splice(r, w, send, recv).await {
+                let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "http" };
+                if let Err(e) = splice(r, w, send, recv, &meter).await {
                     debug!(error = %e, "upgraded connection ended with an error");
                 }
             }
@@ -198,17 +256,21 @@ async fn forward(mut req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secu
     Response::from_parts(parts, Empty::new().map_err(|never: Infallible| match never {}).boxed())
 }
 
-/// Turns the agent's answer into the public response.
+/// Turns the agent's answer into the public response. The stream stays counted as open, and
+/// the body's bytes are counted out, until the response body is done.
 fn respond(
     response: Result<Response<h2::RecvStream>, h2::Error>,
-    agent: &crate::agent::AgentHandle,
+    tunnel: &Arc<Tunnel>,
+    metrics: Arc<RelayMetrics>,
+    open: OpenStream,
     host: &str,
 ) -> Response<EdgeBody> {
     let response = match response {
         Ok(r) => r,
         Err(e) => {
             debug!(error = %e, "agent did not answer the request");
-            let err = if agent.closed().is_cancelled() { EdgeError::AgentUnavailable } else { EdgeError::LocalFailed };
+            let gone = tunnel.agent.closed().is_cancelled();
+            let err = if gone { EdgeError::AgentUnavailable } else { EdgeError::LocalFailed };
             return error(err, Some(host));
         }
     };
@@ -223,5 +285,10 @@ fn respond(
     let (mut parts, recv) = response.into_parts();
     strip_prefixed(&mut parts.headers, stream::PREFIX);
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, H2Body::new(recv).map_err(BoxError::from).boxed())
+    let tunnel = tunnel.clone();
+    let body = Counted::new(H2Body::new(recv), move |n| {
+        let _still_open = &open;
+        TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "http" }.outbound(n);
+    });
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }

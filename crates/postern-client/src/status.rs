@@ -1,0 +1,128 @@
+//! The client's local status endpoint (`--status 127.0.0.1:4040`): one JSON document with the
+//! agent's state, public URLs and counters, at `GET /` (also `/status` and `/api/status`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentState;
+use crate::stats::{AgentStats, StatsSnapshot};
+
+/// The document.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// `connecting`, `connected`, `reconnecting`, `failed` or `stopped`.
+    pub state: &'static str,
+    /// The relay.
+    pub server: String,
+    /// Current session id.
+    pub session_id: Option<String>,
+    /// Client id the relay settled on.
+    pub client_id: Option<String>,
+    /// Tunnels of the current (or last) session.
+    pub tunnels: Vec<TunnelStatus>,
+    /// Sessions established since start.
+    pub sessions: u64,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+    /// Traffic counters.
+    pub counters: StatsSnapshot,
+}
+
+/// One tunnel in the document.
+#[derive(Debug, Serialize)]
+pub struct TunnelStatus {
+    /// Registry name.
+    pub name: String,
+    /// `http` or `tcp`.
+    pub kind: &'static str,
+    /// Public URL.
+    pub public_url: String,
+    /// Shorter URL, for an id's default tunnel.
+    pub default_url: Option<String>,
+    /// Local port.
+    pub local_port: u16,
+}
+
+/// Builds the document.
+pub fn view(server: &str, state: &AgentState, stats: &AgentStats) -> StatusView {
+    StatusView {
+        state: state.phase.as_str(),
+        server: server.to_string(),
+        session_id: state.session_id.clone(),
+        client_id: state.client_id.clone(),
+        tunnels: state
+            .tunnels
+            .iter()
+            .map(|t| TunnelStatus {
+                name: t.name.clone(),
+                kind: t.kind.as_str(),
+                public_url: t.public_url.clone(),
+                default_url: t.default_url.clone(),
+                local_port: t.local_port,
+            })
+            .collect(),
+        sessions: state.sessions,
+        last_error: state.last_error.clone(),
+        counters: stats.snapshot(),
+    }
+}
+
+/// Serves the status document until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    server: String,
+    state: watch::Receiver<AgentState>,
+    stats: Arc<AgentStats>,
+    shutdown: CancellationToken,
+) {
+    let server: Arc<str> = server.into();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (state, stats, server) = (state.clone(), stats.clone(), server.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let doc = view(&server, &state.borrow(), &stats);
+                async move { Ok::<_, Infallible>(answer(&req, &doc)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, doc: &StatusView) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/" | "/status" | "/api/status") => {
+            (StatusCode::OK, serde_json::to_vec_pretty(doc).unwrap_or_default())
+        }
+        _ => (StatusCode::NOT_FOUND, br#"{"error":"try GET /"}"#.to_vec()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,262 @@
+//! The admin listener (default `127.0.0.1:7001`): status API, events, health and metrics.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `GET /healthz` | none | liveness |
+//! | `GET /readyz` | none | readiness: listeners bound, certificates loaded, not draining |
+//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /api/v1/openapi.json` | none | the API description |
+//! | `GET /api/v1/tunnels[/{name}]` | bearer | tunnels the caller may see |
+//! | `DELETE /api/v1/tunnels/{name}` | bearer | close a tunnel |
+//! | `GET /api/v1/agents` | bearer | connected agents the caller may see |
+//! | `DELETE /api/v1/agents/{id}` | bearer | disconnect an agent |
+//! | `GET /api/v1/events` | bearer | Server-Sent Events: tunnel and agent up/down |
+//!
+//! The admin token sees everything; a client's token sees what its subject owns. A missing or
+//! unknown token gets 401; acting on something another subject owns gets 403.
+
+mod sse;
+pub mod views;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Encoder, TextEncoder};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use self::views::{AgentView, ErrorBody, ErrorView, TunnelView};
+use crate::auth::{AuthError, Authenticator, Identity};
+use crate::registry::Registry;
+
+/// The OpenAPI description served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Response body of the admin API.
+pub type AdminBody = BoxBody<Bytes, Infallible>;
+
+/// Readiness, as `/readyz` reports it.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    serving: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Every listener is bound and serving.
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// The relay is shutting down: stop sending new work here.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for traffic.
+    pub fn is_ready(&self) -> bool {
+        self.serving.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// What the admin API needs.
+#[derive(Debug)]
+pub struct Admin {
+    /// Live tunnels and agents.
+    pub registry: Arc<Registry>,
+    /// Credential checks.
+    pub auth: Authenticator,
+    /// Where `/metrics` reads from.
+    pub metrics: prometheus::Registry,
+    /// `/readyz`.
+    pub ready: Arc<Readiness>,
+}
+
+/// Serves the admin API until `shutdown` fires.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) -> TaskTracker {
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the admin port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (admin, shutdown) = (admin.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let svc = {
+                let admin = admin.clone();
+                let shutdown = shutdown.clone();
+                service_fn(move |req| {
+                    let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                    async move { Ok::<_, Infallible>(route(req, &admin, shutdown).await) }
+                })
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "admin connection ended") },
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tasks.close();
+    tasks
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response<AdminBody> {
+    let mut resp = json(status, &ErrorView { error: ErrorBody { code, message: message.into() } });
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
+    }
+    resp
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn authenticate(req: &Request<Incoming>, admin: &Admin) -> Result<Identity, AuthError> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    admin.auth.api(bearer, unix_now())
+}
+
+async fn route(req: Request<Incoming>, admin: &Admin, shutdown: CancellationToken) -> Response<AdminBody> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["healthz"]) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (Method::GET, ["readyz"]) => {
+            if admin.ready.is_ready() {
+                json(StatusCode::OK, &serde_json::json!({"status": "ready", "tunnels": admin.registry.len()}))
+            } else {
+                json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))
+            }
+        }
+        (Method::GET, ["metrics"]) => metrics(admin),
+        (Method::GET, ["api", "v1", "openapi.json"]) => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())).boxed());
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        (_, ["api", "v1", rest @ ..]) => {
+            let who = match authenticate(&req, admin) {
+                Ok(who) => who,
+                Err(e) => return fail(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+            };
+            api(method, rest, &who, admin, shutdown)
+        }
+        (_, ["healthz" | "readyz" | "metrics"]) => {
+            fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
+        }
+        _ => fail(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")),
+    }
+}
+
+fn api(
+    method: Method,
+    rest: &[&str],
+    who: &Identity,
+    admin: &Admin,
+    shutdown: CancellationToken,
+) -> Response<AdminBody> {
+    let reg = &admin.registry;
+    match (method, rest) {
+        (Method::GET, ["tunnels"]) => {
+            let list: Vec<TunnelView> = reg
+                .tunnels()
+                .iter()
+                .filter(|t| who.may_access(&t.info.owner))
+                .map(|t| TunnelView::from(&**t))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "tunnels": list }))
+        }
+        (Method::GET, ["tunnels", name]) => match reg.get(name).filter(|t| t.info.name == *name) {
+            Some(t) if who.may_access(&t.info.owner) => json(StatusCode::OK, &TunnelView::from(&*t)),
+            _ => fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")),
+        },
+        (Method::DELETE, ["tunnels", name]) => match reg.get(name).filter(|t| t.info.name == *name) {
+            None => fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")),
+            Some(t) if !who.may_access(&t.info.owner) => {
+                fail(StatusCode::FORBIDDEN, "forbidden", format!("tunnel {name:?} belongs to another client"))
+            }
+            Some(_) => {
+                reg.kick_tunnel(name);
+                tracing::info!(tunnel = %name, by = %who.subject, "tunnel closed through the admin API");
+                json(StatusCode::OK, &serde_json::json!({"closed": name}))
+            }
+        },
+        (Method::GET, ["agents"]) => {
+            let list: Vec<AgentView> =
+                reg.agents().iter().filter(|a| who.may_access(&a.info.owner)).map(|a| AgentView::from(&**a)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "agents": list }))
+        }
+        (Method::DELETE, ["agents", id]) => match reg.agent(id) {
+            None => fail(StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}")),
+            Some(a) if !who.may_access(&a.info.owner) => {
+                fail(StatusCode::FORBIDDEN, "forbidden", format!("agent {id:?} belongs to another client"))
+            }
+            Some(a) => {
+                a.kick.cancel();
+                tracing::info!(agent = %id, by = %who.subject, "agent disconnected through the admin API");
+                json(StatusCode::OK, &serde_json::json!({"disconnected": id}))
+            }
+        },
+        (Method::GET, ["events"]) => sse::stream(reg.events(), who.clone(), shutdown),
+        (_, ["tunnels" | "agents" | "events", ..]) => {
+            fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        }
+        _ => fail(StatusCode::NOT_FOUND, "not_found", "no such API route"),
+    }
+}
+
+fn metrics(admin: &Admin) -> Response<AdminBody> {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&admin.metrics.gather(), &mut buf) {
+        return fail(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string());
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(buf)).boxed());
+    if let Ok(v) = HeaderValue::from_str(encoder.format_type()) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,199 @@
+//! The JSON shapes of the status API. Field names are stable; see `docs/api.md` and
+//! `openapi.json`.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::registry::{Agent, Event, Tunnel};
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One tunnel.
+#[derive(Debug, Serialize)]
+pub struct TunnelView {
+    /// Unique name.
+    pub name: String,
+    /// `http` or `tcp`.
+    pub kind: &'static str,
+    /// Public URL.
+    pub public_url: String,
+    /// Public port (tcp tunnels).
+    pub public_port: Option<u16>,
+    /// Shorter URL answering for the id's default port (http tunnels).
+    pub alias: Option<String>,
+    /// Port on the client's side.
+    pub local_port: u16,
+    /// The client's id.
+    pub client_id: String,
+    /// Subject of the credential that opened it.
+    pub owner: String,
+    /// Agent (session) id serving it.
+    pub agent_id: String,
+    /// Agent's address as the relay sees it.
+    pub agent_addr: String,
+    /// RFC 3339.
+    pub connected_since: String,
+    /// Streams open now.
+    pub active_streams: u64,
+    /// Totals since registration.
+    pub totals: Totals,
+    /// RFC 3339, or null before any traffic.
+    pub last_activity: Option<String>,
+}
+
+/// Traffic totals.
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    /// Streams (TCP connections, HTTP requests) opened.
+    pub requests: u64,
+    /// Bytes toward the local service.
+    pub bytes_in: u64,
+    /// Bytes toward the public.
+    pub bytes_out: u64,
+}
+
+impl From<&Tunnel> for TunnelView {
+    fn from(t: &Tunnel) -> Self {
+        let s = t.stats.snapshot();
+        let i = &t.info;
+        Self {
+            name: i.name.clone(),
+            kind: i.kind.as_str(),
+            public_url: i.public_url.clone(),
+            public_port: i.public_port,
+            alias: t.alias.get().cloned(),
+            local_port: i.local_port,
+            client_id: i.client_id.clone(),
+            owner: i.owner.clone(),
+            agent_id: i.session_id.clone(),
+            agent_addr: i.agent_addr.to_string(),
+            connected_since: rfc3339(i.since),
+            active_streams: s.active_streams,
+            totals: Totals { requests: s.requests, bytes_in: s.bytes_in, bytes_out: s.bytes_out },
+            last_activity: s.last_activity.map(rfc3339),
+        }
+    }
+}
+
+/// One connected agent.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    /// Session id.
+    pub id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Subject of its credential.
+    pub owner: String,
+    /// Id of its signed token, if any.
+    pub token_id: Option<String>,
+    /// Address as the relay sees it.
+    pub addr: String,
+    /// RFC 3339.
+    pub connected_since: String,
+    /// Names of its tunnels.
+    pub tunnels: Vec<String>,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        let i = &a.info;
+        Self {
+            id: i.session_id.clone(),
+            client_id: i.client_id.clone(),
+            owner: i.owner.clone(),
+            token_id: i.token_id.clone(),
+            addr: i.addr.to_string(),
+            connected_since: rfc3339(i.since),
+            tunnels: i.tunnels.clone(),
+        }
+    }
+}
+
+/// One event, as sent on SSE and to webhooks.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// Increasing sequence number.
+    pub seq: u64,
+    /// `tunnel_up`, `tunnel_down`, `agent_connected` or `agent_disconnected`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// RFC 3339.
+    pub time: String,
+    /// The tunnel, for tunnel events (counters as of the event).
+    pub tunnel: Option<EventTunnel>,
+    /// The agent, for agent events.
+    pub agent: Option<EventAgent>,
+}
+
+/// The tunnel in an event.
+#[derive(Debug, Serialize)]
+pub struct EventTunnel {
+    /// Name.
+    pub name: String,
+    /// `http` or `tcp`.
+    pub kind: &'static str,
+    /// Public URL.
+    pub public_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Owner.
+    pub owner: String,
+    /// Agent id.
+    pub agent_id: String,
+}
+
+/// The agent in an event.
+#[derive(Debug, Serialize)]
+pub struct EventAgent {
+    /// Session id.
+    pub id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Owner.
+    pub owner: String,
+    /// Address.
+    pub addr: String,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        Self {
+            seq: e.seq,
+            kind: e.kind.as_str(),
+            time: rfc3339(e.at),
+            tunnel: e.tunnel.as_ref().map(|t| EventTunnel {
+                name: t.name.clone(),
+                kind: t.kind.as_str(),
+                public_url: t.public_url.clone(),
+                client_id: t.client_id.clone(),
+                owner: t.owner.clone(),
+                agent_id: t.session_id.clone(),
+            }),
+            agent: e.agent.as_ref().map(|a| EventAgent {
+                id: a.session_id.clone(),
+                client_id: a.client_id.clone(),
+                owner: a.owner.clone(),
+                addr: a.addr.to_string(),
+            }),
+        }
+    }
+}
+
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorView {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// Inside [`ErrorView`].
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
