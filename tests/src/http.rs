@@ -20,10 +20,47 @@ use crate::TestRelay;
 
 /// TLS to the relay's HTTPS port with `sni`, offering `alpn`.
 pub async fn tls_connect(relay: &TestRelay, sni: &str, alpn: &[&[u8]]) -> anyhow::Result<TlsStream<TcpStream>> {
+    tls_connect_from(relay, sni, alpn, [127, 0, 0, 1].into()).await
+}
+
+/// Like [`tls_connect`], from the loopback address `source` (any of 127.0.0.0/8).
+pub async fn tls_connect_from(
+    relay: &TestRelay,
+    sni: &str,
+    alpn: &[&[u8]],
+    source: std::net::IpAddr,
+) -> anyhow::Result<TlsStream<TcpStream>> {
     let cfg = client_config(&Trust::CaFile(relay.ca.clone()), alpn)?;
-    let tcp = TcpStream::connect(relay.https_addr).await?;
+    let tcp = connect_from(relay.https_addr, source).await?;
     let tls = TlsConnector::from(Arc::new(cfg)).connect(server_name(sni)?, tcp).await?;
     Ok(tls)
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+pub async fn connect_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+/// An HTTP/1.1 connection over TLS from `source`; returns the status of `GET /` for `host`
+/// with extra `headers`.
+pub async fn get_status_from(
+    relay: &TestRelay,
+    host: &str,
+    headers: &[(&str, &str)],
+    source: std::net::IpAddr,
+) -> anyhow::Result<(http::StatusCode, http::HeaderMap, String)> {
+    let tls = tls_connect_from(relay, host, &[b"http/1.1"], source).await?;
+    let (mut send, conn) = http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get("/headers").header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send.send_request(req.body(empty())?).await?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    Ok((status, headers, text(resp.into_body()).await?))
 }
 
 /// An HTTP/1.1 connection to the relay over TLS.

@@ -58,6 +58,8 @@ pub struct TestRelay {
     pub key: TokenKey,
     /// The development CA the relay's certificate chains to.
     pub ca: PathBuf,
+    /// The relay's state directory (revocations, leases).
+    pub state_dir: PathBuf,
     /// The relay's registry.
     pub registry: Arc<Registry>,
     /// The relay's certificate store.
@@ -86,8 +88,12 @@ impl TestRelay {
         let certs = CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir })?;
         let ca = certs.dev().context("dev CA")?.ca_cert.clone();
         let key = TokenKey::from_bytes(rand::random());
-        let mut config =
-            RelayConfig { tcp_ports: PortRange::Ephemeral, token_key: Some(key.clone()), ..RelayConfig::default() };
+        let mut config = RelayConfig {
+            tcp_ports: PortRange::Ephemeral,
+            token_key: Some(key.clone()),
+            state_dir: Some(state.path().into()),
+            ..RelayConfig::default()
+        };
         edit(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let control_addr = listener.local_addr()?;
@@ -100,6 +106,7 @@ impl TestRelay {
         let listeners = RelayListeners { control: listener, http: Some(http), https: Some(https), admin: Some(admin) };
         let relay = Relay::new(config, certs.clone(), &prometheus::Registry::new())?;
         let registry = relay.registry();
+        let ready = relay.readiness();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -107,6 +114,8 @@ impl TestRelay {
                 panic!("relay failed: {e}");
             }
         });
+        // Like an orchestrator, hand the relay out only once /readyz would say so.
+        tokio::time::timeout(PATIENCE, ready.serving()).await.context("relay never became ready")?;
         Ok(Self {
             control_addr,
             https_addr,
@@ -114,6 +123,7 @@ impl TestRelay {
             admin_addr,
             key,
             ca,
+            state_dir: state.path().into(),
             registry,
             certs,
             shutdown,
@@ -137,15 +147,22 @@ impl TestRelay {
 
     /// A signed token for `subject`, allowed ids `ids` (empty: the subject itself).
     pub fn mint(&self, subject: &str, ids: &[&str], admin: bool) -> String {
-        let claims = Claims {
+        self.mint_with(subject, ids, |c| c.admin = admin)
+    }
+
+    /// Claims for `subject` and `ids`, adjusted by `edit`, signed with the relay's key.
+    pub fn mint_with(&self, subject: &str, ids: &[&str], edit: impl FnOnce(&mut Claims)) -> String {
+        let mut claims = Claims {
             jti: format!("{:016x}", rand::random::<u64>()),
             sub: subject.into(),
             ids: ids.iter().map(|s| s.to_string()).collect(),
             ports: Vec::new(),
             iat: 0,
             exp: None,
-            admin,
+            admin: false,
+            limits: Default::default(),
         };
+        edit(&mut claims);
         self.key.sign(&claims).unwrap_or_default()
     }
 
@@ -176,12 +193,12 @@ impl TestRelay {
 
 /// One http tunnel spec for `local_port` under `id`.
 pub fn http_tunnel(id: &str, local_port: u16) -> TunnelSpec {
-    TunnelSpec { kind: TunnelKind::Http, local_port, remote_port: None, id: Some(id.to_string()) }
+    TunnelSpec { kind: TunnelKind::Http, local_port, remote_port: None, id: Some(id.to_string()), access: None }
 }
 
 /// One tcp tunnel spec for `local_port`.
 pub fn tcp(local_port: u16) -> TunnelSpec {
-    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None }
+    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None, access: None }
 }
 
 /// An agent running in this process.

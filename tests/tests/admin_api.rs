@@ -79,6 +79,7 @@ async fn tunnels_are_filtered_by_token_and_kicking_is_scoped() -> anyhow::Result
         iat: 0,
         exp: None,
         admin: true,
+        limits: Default::default(),
     })?;
     let (status, _) = admin(&relay, Method::GET, "/api/v1/tunnels", Some(&forged)).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -401,6 +402,8 @@ async fn health_readiness_and_openapi() -> anyhow::Result<()> {
         "/api/v1/agents",
         "/api/v1/agents/{id}",
         "/api/v1/events",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}",
     ] {
         assert!(spec["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }

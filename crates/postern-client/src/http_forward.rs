@@ -129,7 +129,11 @@ pub async fn http(
         &clients.http1
     };
     let counter = stats.clone();
-    let body = Counted::new(H2Body::new(body), move |n| counter.add_in(n)).boxed();
+    let body = Counted::new(H2Body::new(body), move |n| {
+        counter.add_in(n);
+        Duration::ZERO
+    })
+    .boxed();
     let response = match client.request(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => {
@@ -146,7 +150,12 @@ pub async fn http(
     if end {
         return Ok(0);
     }
-    pump(body, send, &|n| stats.add_out(n)).await.map_err(|e| ForwardError::Body(e.to_string()))
+    pump(body, send, &|n| {
+        stats.add_out(n);
+        Duration::ZERO
+    })
+    .await
+    .map_err(|e| ForwardError::Body(e.to_string()))
 }
 
 async fn upgrade_request(
@@ -190,9 +199,12 @@ async fn upgrade_request(
         let (mut parts, local_body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let send = respond.send_response(Response::from_parts(parts, ()), false)?;
-        return pump(local_body.map_err(|e| e.to_string()), send, &|n| stats.add_out(n))
-            .await
-            .map_err(|e| ForwardError::Body(e.to_string()));
+        return pump(local_body.map_err(|e| e.to_string()), send, &|n| {
+            stats.add_out(n);
+            Duration::ZERO
+        })
+        .await
+        .map_err(|e| ForwardError::Body(e.to_string()));
     }
     let on_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`access`]: per-tunnel public access rules (hashed basic auth, header key, IP allowlist).
 //! - [`frame`]: the 6-byte frame header and the incremental [`frame::Decoder`] that turns a byte
 //!   buffer into [`Message`]s. Every length is capped before anything is allocated.
 //! - [`hostname`]: the public host name grammar `<id>-<port>.<domain>`.
@@ -13,6 +14,7 @@
 //!
 //! The byte layout is documented, byte by byte, in `docs/protocol.md`.
 
+pub mod access;
 pub mod frame;
 pub mod hostname;
 pub mod message;

@@ -78,6 +78,9 @@ pub struct TunnelSpec {
     /// For http: the `<id>` part of the public host name; defaults to the client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Who may use the tunnel; absent means public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::Access>,
 }
 
 /// First frame from the agent.

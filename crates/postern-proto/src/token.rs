@@ -45,6 +45,34 @@ pub struct Claims {
     /// May use the whole admin API.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
+    /// Quotas; absent fields are unlimited (within the relay's own caps).
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
+}
+
+/// Per-token quotas, shared by every session and tunnel opened with the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Tunnels open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tunnels: Option<u32>,
+    /// Streams (TCP connections, HTTP requests) open at once across all its tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    /// Bytes per second, each direction, across all its tunnels (a token bucket with one
+    /// second of burst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+    /// HTTP requests per second across all its tunnels (burst: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_sec: Option<u32>,
+}
+
+impl Limits {
+    /// True when nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Claims {
@@ -201,6 +229,7 @@ mod tests {
             iat: 1_000,
             exp: Some(2_000),
             admin: false,
+            limits: Limits { max_tunnels: Some(2), ..Limits::default() },
         }
     }
 

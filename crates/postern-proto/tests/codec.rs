@@ -11,8 +11,20 @@ fn sample_messages() -> Vec<Message> {
             token: "s3cret".into(),
             client_id: Some("ws-123".into()),
             tunnels: vec![
-                TunnelSpec { kind: TunnelKind::Tcp, local_port: 5432, remote_port: Some(20001), id: None },
-                TunnelSpec { kind: TunnelKind::Http, local_port: 3000, remote_port: None, id: Some("app".into()) },
+                TunnelSpec {
+                    kind: TunnelKind::Tcp,
+                    local_port: 5432,
+                    remote_port: Some(20001),
+                    id: None,
+                    access: None,
+                },
+                TunnelSpec {
+                    kind: TunnelKind::Http,
+                    local_port: 3000,
+                    remote_port: None,
+                    id: Some("app".into()),
+                    access: None,
+                },
             ],
             agent: "postern/0.1.0".into(),
         }),

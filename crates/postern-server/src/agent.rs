@@ -12,6 +12,7 @@ use h2::client::{ResponseFuture, SendRequest};
 use h2::SendStream;
 use http::{Method, Request};
 use postern_proto::stream::{self, StreamKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Why a stream could not be opened to the agent.
@@ -35,6 +36,7 @@ pub struct AgentHandle {
     client_id: Arc<str>,
     send: Arc<OnceLock<SendRequest<Bytes>>>,
     closed: CancellationToken,
+    streams: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -48,9 +50,25 @@ impl std::fmt::Debug for AgentHandle {
 }
 
 impl AgentHandle {
-    /// A handle whose connection is not up yet.
-    pub(crate) fn pending(session_id: Arc<str>, client_id: Arc<str>, closed: CancellationToken) -> Self {
-        Self { session_id, client_id, send: Arc::new(OnceLock::new()), closed }
+    /// A handle whose connection is not up yet, allowing `max_streams` streams at once.
+    pub(crate) fn pending(
+        session_id: Arc<str>,
+        client_id: Arc<str>,
+        closed: CancellationToken,
+        max_streams: usize,
+    ) -> Self {
+        Self {
+            session_id,
+            client_id,
+            send: Arc::new(OnceLock::new()),
+            closed,
+            streams: Arc::new(Semaphore::new(max_streams)),
+        }
+    }
+
+    /// Admits one more stream on this agent's connection, or `None` at its cap.
+    pub fn admit_stream(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
     }
 
     /// Makes the handle usable.

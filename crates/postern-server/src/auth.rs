@@ -13,9 +13,13 @@
 //! Secrets are compared as SHA-256 digests in constant time, so neither content nor length
 //! leaks through timing. No credential is ever logged.
 
+use std::sync::Arc;
+
 use postern_proto::token::{self, Claims, TokenError, TokenKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::revocation::Revocations;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,9 @@ pub enum AuthError {
     /// A signed token that failed verification.
     #[error("{0}")]
     Token(#[from] TokenError),
+    /// A signed token that was revoked.
+    #[error("the token {0} has been revoked; ask for a new one")]
+    Revoked(String),
 }
 
 impl AuthError {
@@ -79,6 +86,7 @@ impl AuthError {
             Self::Token(TokenError::Expired { .. }) => "expired",
             Self::Token(TokenError::BadSignature) => "bad_signature",
             Self::Token(TokenError::Malformed) => "malformed",
+            Self::Revoked(_) => "revoked",
         }
     }
 }
@@ -98,6 +106,7 @@ pub struct Authenticator {
     admin: Option<[u8; 32]>,
     key: Option<TokenKey>,
     anonymous: bool,
+    revoked: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -114,12 +123,37 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds the checker. `anonymous` lets agents in without any credential.
     pub fn new(shared: Option<&str>, admin: Option<&str>, key: Option<TokenKey>, anonymous: bool) -> Self {
-        Self { shared: shared.map(digest), admin: admin.map(digest), key, anonymous }
+        Self {
+            shared: shared.map(digest),
+            admin: admin.map(digest),
+            key,
+            anonymous,
+            revoked: Arc::new(Revocations::in_memory()),
+        }
+    }
+
+    /// Refuses the token ids in `revoked`.
+    pub fn with_revocations(mut self, revoked: Arc<Revocations>) -> Self {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The key signed tokens are checked with.
+    pub fn key(&self) -> Option<&TokenKey> {
+        self.key.as_ref()
+    }
+
+    /// The revocation list.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revoked
     }
 
     fn signed(&self, presented: &str, now: u64) -> Result<Identity, AuthError> {
         let key = self.key.as_ref().ok_or(AuthError::Invalid)?;
         let claims = key.verify(presented, now)?;
+        if self.revoked.is_revoked(&claims.jti) {
+            return Err(AuthError::Revoked(claims.jti));
+        }
         Ok(Identity {
             subject: claims.sub.clone(),
             token_id: Some(claims.jti.clone()),
@@ -172,7 +206,16 @@ mod tests {
     }
 
     fn mint(sub: &str, admin: bool, exp: Option<u64>) -> String {
-        let claims = Claims { jti: "j".into(), sub: sub.into(), ids: vec![], ports: vec![], iat: 0, exp, admin };
+        let claims = Claims {
+            jti: "j".into(),
+            sub: sub.into(),
+            ids: vec![],
+            ports: vec![],
+            iat: 0,
+            exp,
+            admin,
+            limits: Default::default(),
+        };
         key().sign(&claims).expect("sign")
     }
 
@@ -201,6 +244,17 @@ mod tests {
         let ws = a.api(Some(&mint("ws-1", false, None)), 0).expect("client");
         assert!(!ws.admin && ws.may_access("ws-1") && !ws.may_access("ws-2"));
         assert!(a.api(Some(&mint("ops", true, None)), 0).map(|i| i.admin).unwrap_or(false));
+    }
+
+    #[test]
+    fn revoked_tokens_are_refused() {
+        let revoked = Arc::new(Revocations::in_memory());
+        let a = Authenticator::new(None, None, Some(key()), false).with_revocations(revoked.clone());
+        let t = mint("ws-1", false, None);
+        assert!(a.agent(&t, 0).is_ok());
+        revoked.revoke("j").expect("revoke");
+        assert_eq!(a.agent(&t, 0), Err(AuthError::Revoked("j".into())));
+        assert_eq!(a.api(Some(&t), 0), Err(AuthError::Revoked("j".into())));
     }
 
     #[test]

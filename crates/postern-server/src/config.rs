@@ -1,11 +1,13 @@
 //! Relay configuration and its validation.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use postern_proto::token::TokenKey;
 
+use crate::access::Policies;
 use crate::webhook::Webhook;
 
 /// Public ports TCP tunnels may get.
@@ -91,6 +93,21 @@ pub struct RelayConfig {
     pub metrics_per_tunnel: bool,
     /// Where to POST events.
     pub webhook: Option<Webhook>,
+    /// Where revocations and leases are persisted; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
+    /// How long a disconnected client's names and ports stay reserved for it.
+    pub lease_grace: Duration,
+    /// How often `<state-dir>/revoked.json` is checked for revocations made by the CLI.
+    pub revocation_poll_interval: Duration,
+    /// Operator access policies.
+    pub policies: Policies,
+    /// Concurrent connections from one source address, on every listener.
+    pub max_connections_per_ip: usize,
+    /// Authentication failures from one address, within a minute, before it is locked out for
+    /// a minute.
+    pub max_auth_failures: u32,
+    /// Concurrent streams (public connections and requests) on one agent connection.
+    pub max_streams_per_agent: usize,
     /// Time an agent has to finish TLS and send its Hello.
     pub handshake_timeout: Duration,
     /// Interval between h2 PINGs to each agent.
@@ -130,6 +147,12 @@ impl std::fmt::Debug for RelayConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("metrics_per_tunnel", &self.metrics_per_tunnel)
             .field("webhook", &self.webhook)
+            .field("state_dir", &self.state_dir)
+            .field("lease_grace", &self.lease_grace)
+            .field("policies", &self.policies)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_auth_failures", &self.max_auth_failures)
+            .field("max_streams_per_agent", &self.max_streams_per_agent)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
@@ -159,6 +182,13 @@ impl Default for RelayConfig {
             admin_token: None,
             metrics_per_tunnel: false,
             webhook: None,
+            state_dir: None,
+            lease_grace: Duration::from_secs(60),
+            revocation_poll_interval: Duration::from_secs(1),
+            policies: Policies::default(),
+            max_connections_per_ip: 1024,
+            max_auth_failures: 10,
+            max_streams_per_agent: 10_000,
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -208,6 +238,9 @@ impl RelayConfig {
         }
         if !postern_proto::hostname::normalize(&self.domain).is_ok_and(|d| d == self.domain.to_ascii_lowercase()) {
             return Err(ConfigError::Invalid(format!("domain {:?} is not a valid host name", self.domain)));
+        }
+        if self.max_connections_per_ip == 0 || self.max_streams_per_agent == 0 || self.max_auth_failures == 0 {
+            return Err(ConfigError::Invalid("per-address and per-agent limits must be above zero".into()));
         }
         if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
             return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));

@@ -12,6 +12,11 @@
 //! - [`listener`]: the control-port accept loop, with a connection cap.
 //! - [`session`]: one agent connection: TLS, handshake, then the reverse-h2 mux, control stream
 //!   and heartbeat, until it ends; then its tunnels are removed.
+//! - [`access`]: per-tunnel access rules (client) and policies (operator).
+//! - [`abuse`]: per-address connection caps and authentication lockout.
+//! - [`quota`]: per-token quotas; [`leases`]: names kept for their owner after a disconnect;
+//!   [`revocation`]: the persisted list of revoked tokens.
+//! - [`outbound`]: the HTTP client for webhooks and forward-auth.
 //! - [`admin`]: the admin listener: status API (JSON, OpenAPI), SSE events, health, metrics.
 //! - [`webhook`]: signed event deliveries with retries.
 //! - [`agent`]: [`agent::AgentHandle`], the relay's way to open a stream to an agent.
@@ -21,6 +26,8 @@
 //! - [`tcp_edge`]: one public listener per TCP tunnel, splicing each connection to a stream.
 //! - [`relay`]: [`Relay`], which ties these together and runs until the shutdown token fires.
 
+pub mod abuse;
+pub mod access;
 pub mod admin;
 pub mod agent;
 pub mod auth;
@@ -29,10 +36,14 @@ pub mod config;
 pub mod dev_ca;
 pub mod http_edge;
 pub mod keys;
+pub mod leases;
 pub mod listener;
 pub mod metrics;
+pub mod outbound;
+pub mod quota;
 pub mod registry;
 pub mod relay;
+pub mod revocation;
 pub mod session;
 pub mod tcp_edge;
 pub mod webhook;

@@ -1,7 +1,8 @@
 //! The control-port accept loop.
 //!
-//! A semaphore caps concurrent agent connections (handshaking ones included); a connection over
-//! the cap is closed at once. Each accepted connection runs in its own task with its own span.
+//! A semaphore caps concurrent agent connections (handshaking ones included), and each source
+//! address has its own cap; a connection over either is closed at once, as is one from an
+//! address locked out after repeated authentication failures. Each accepted connection runs in its own task with its own span.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::session::{self, Shared};
 
@@ -30,6 +31,16 @@ pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown:
                 }
             },
         };
+        if shared.ip_limits.blocked(peer.ip()) {
+            shared.registry.metrics().handshake_failures.with_label_values(&["locked_out"]).inc();
+            debug!(%peer, "agent connection refused: address locked out after failed logins");
+            continue;
+        }
+        let Some(per_ip) = shared.ip_limits.admit(peer.ip()) else {
+            shared.registry.metrics().handshake_failures.with_label_values(&["per_ip_cap"]).inc();
+            debug!(%peer, "agent connection refused: address at its connection cap");
+            continue;
+        };
         let Ok(permit) = cap.clone().try_acquire_owned() else {
             warn!(%peer, "agent connection refused: relay is at its agent cap");
             continue;
@@ -37,7 +48,7 @@ pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown:
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {
             session::run(stream, peer, shared, shutdown).await;
-            drop(permit);
+            drop((permit, per_ip));
         });
     }
     tasks.close();

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::mapref::entry::Entry;
@@ -20,8 +20,11 @@ use postern_proto::TunnelKind;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::ClientAccess;
 use crate::agent::AgentHandle;
+use crate::leases::{Claim, Leases};
 use crate::metrics::RelayMetrics;
+use crate::quota::{TokenQuota, TunnelSlot};
 
 /// What the registry knows about a tunnel, for listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,8 @@ pub struct TunnelInfo {
     pub public_port: Option<u16>,
     /// Port on the agent's side.
     pub local_port: u16,
+    /// The `<id>` of an HTTP tunnel; the client id for a TCP tunnel. Operator policies match it.
+    pub id: String,
     /// The agent's client id.
     pub client_id: String,
     /// Subject of the credential that opened it: who may see and kick it.
@@ -138,12 +143,27 @@ pub struct Tunnel {
     pub closed: CancellationToken,
     /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
     pub alias: OnceLock<String>,
+    /// The client's access rules.
+    pub access: ClientAccess,
+    /// The quota of the token that opened it, if limited.
+    pub quota: Option<Arc<TokenQuota>>,
+    /// Its place in the token's tunnel quota, given back when it is removed.
+    pub slot: Mutex<Option<TunnelSlot>>,
 }
 
 impl Tunnel {
-    /// A tunnel for `info`, served by `agent`, closing with `closed`.
+    /// A public tunnel for `info`, served by `agent`, closing with `closed`, with no quota.
     pub fn new(info: TunnelInfo, agent: AgentHandle, closed: CancellationToken) -> Self {
-        Self { info, agent, stats: Arc::default(), closed, alias: OnceLock::new() }
+        Self {
+            info,
+            agent,
+            stats: Arc::default(),
+            closed,
+            alias: OnceLock::new(),
+            access: ClientAccess::default(),
+            quota: None,
+            slot: Mutex::new(None),
+        }
     }
 }
 
@@ -231,11 +251,12 @@ pub struct Registry {
     events: broadcast::Sender<Event>,
     seq: AtomicU64,
     metrics: Arc<RelayMetrics>,
+    leases: Arc<Leases>,
 }
 
 impl Registry {
-    /// An empty registry whose gauges live in `metrics`.
-    pub fn new(metrics: Arc<RelayMetrics>) -> Arc<Self> {
+    /// An empty registry whose gauges live in `metrics` and whose names are leased by `leases`.
+    pub fn new(metrics: Arc<RelayMetrics>, leases: Arc<Leases>) -> Arc<Self> {
         Arc::new(Self {
             tunnels: DashMap::new(),
             agents: DashMap::new(),
@@ -243,7 +264,13 @@ impl Registry {
             events: broadcast::Sender::new(1024),
             seq: AtomicU64::new(0),
             metrics,
+            leases,
         })
+    }
+
+    /// The name leases.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
     }
 
     /// The relay's metrics.
@@ -267,6 +294,10 @@ impl Registry {
             Entry::Vacant(v) => v.insert(Arc::new(tunnel)).clone(),
         };
         self.metrics.tunnels.with_label_values(&[added.info.kind.as_str()]).inc();
+        match added.info.public_port {
+            Some(port) => self.leases.hold_port(port, &added.info.owner, &added.info.client_id, added.info.local_port),
+            None => self.leases.hold_name(&added.info.name, &added.info.owner),
+        }
         self.changes.send_modify(|n| *n += 1);
         Ok(added)
     }
@@ -276,13 +307,17 @@ impl Registry {
         self.announce(EventKind::TunnelUp, &tunnel.info.owner, Some(tunnel.info.clone()), None);
     }
 
-    /// Makes `alias` another key for `tunnel`, unless it is taken.
+    /// Makes `alias` another key for `tunnel`, unless it is taken or leased to another owner.
     pub fn insert_alias(&self, alias: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
+        if self.leases.check_name(alias, &tunnel.info.owner) != Claim::Granted {
+            return Err(NameTaken(alias.to_string()));
+        }
         match self.tunnels.entry(alias.to_string()) {
             Entry::Occupied(_) => Err(NameTaken(alias.to_string())),
             Entry::Vacant(v) => {
                 v.insert(tunnel.clone());
                 let _ = tunnel.alias.set(alias.to_string());
+                self.leases.hold_name(alias, &tunnel.info.owner);
                 Ok(())
             }
         }
@@ -298,6 +333,16 @@ impl Registry {
             }
             let was_live = !t.closed.is_cancelled() && t.agent.is_attached();
             t.closed.cancel();
+            drop(t.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+            match t.info.public_port {
+                Some(port) => self.leases.release_port(port),
+                None => {
+                    self.leases.release_name(&t.info.name);
+                    if let Some(alias) = t.alias.get() {
+                        self.leases.release_name(alias);
+                    }
+                }
+            }
             self.metrics.tunnels.with_label_values(&[t.info.kind.as_str()]).dec();
             self.metrics.forget_tunnel(&t.info.name);
             if was_live {
@@ -358,6 +403,16 @@ impl Registry {
             self.metrics.agents.dec();
             self.announce(EventKind::AgentDisconnected, &a.info.owner, None, Some(a.info.clone()));
         }
+    }
+
+    /// Ends every session opened with token `token_id` (after a revocation); returns how many.
+    pub fn kick_token(&self, token_id: &str) -> usize {
+        let mut n = 0;
+        for a in self.agents.iter().filter(|a| a.info.token_id.as_deref() == Some(token_id)) {
+            a.kick.cancel();
+            n += 1;
+        }
+        n
     }
 
     /// Looks an agent up by session id.

@@ -10,14 +10,19 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::abuse::IpLimits;
 use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
 use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig};
 use crate::http_edge::{self, proxy::Edge};
+use crate::leases::Leases;
 use crate::listener::serve_control;
 use crate::metrics::RelayMetrics;
+use crate::outbound;
+use crate::quota::Quotas;
 use crate::registry::Registry;
+use crate::revocation::{RevocationError, Revocations};
 use crate::session::{PublicUrls, Shared};
 use crate::webhook;
 
@@ -33,6 +38,9 @@ pub enum RelayError {
     /// The metrics could not be registered (a name clash in the registry passed in).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The revocation list could not be read.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -66,6 +74,8 @@ pub struct Relay {
     registry: Arc<Registry>,
     metrics: prometheus::Registry,
     ready: Arc<Readiness>,
+    revocations: Arc<Revocations>,
+    ip_limits: Arc<IpLimits>,
 }
 
 impl Relay {
@@ -79,18 +89,36 @@ impl Relay {
         config.validate()?;
         let m = RelayMetrics::new(config.metrics_per_tunnel)?;
         m.register(metrics)?;
+        let revocations = Arc::new(match &config.state_dir {
+            Some(dir) => Revocations::load(dir)?,
+            None => Revocations::in_memory(),
+        });
+        let leases = Arc::new(Leases::new(config.lease_grace, config.state_dir.as_deref()));
+        let ip_limits = IpLimits::new(
+            config.max_connections_per_ip,
+            config.max_auth_failures,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         Ok(Self {
-            registry: Registry::new(Arc::new(m)),
+            registry: Registry::new(Arc::new(m), leases),
             config,
             certs,
             metrics: metrics.clone(),
             ready: Arc::new(Readiness::default()),
+            revocations,
+            ip_limits,
         })
     }
 
     /// The live tunnel registry.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+
+    /// Readiness: `serving()` resolves once every listener is up.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.ready.clone()
     }
 
     /// The certificate store, to reload on SIGHUP.
@@ -111,7 +139,8 @@ impl Relay {
             self.config.admin_token.as_deref(),
             self.config.token_key.clone(),
             self.config.anonymous_allowed(control_addr),
-        );
+        )
+        .with_revocations(self.revocations.clone());
         let https_port = listeners.https.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let http_port = listeners.http.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let urls = match (https_port, http_port) {
@@ -128,8 +157,16 @@ impl Relay {
             tls: TlsAcceptor::from(Arc::new(control_tls)),
             config: self.config.clone(),
             urls,
+            quotas: Quotas::default(),
+            ip_limits: self.ip_limits.clone(),
         });
-        let edge = Arc::new(Edge { config: self.config.clone(), registry: self.registry.clone(), https_port });
+        let edge = Arc::new(Edge {
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            https_port,
+            ip_limits: self.ip_limits.clone(),
+            outbound: outbound::client().ok(),
+        });
 
         info!(addr = %control_addr, "control port listening");
         let mut edges = Vec::new();
@@ -149,12 +186,19 @@ impl Relay {
                 auth,
                 metrics: self.metrics.clone(),
                 ready: self.ready.clone(),
+                ip_limits: self.ip_limits.clone(),
             });
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
         }
         if let Some(hook) = self.config.webhook.clone() {
             tokio::spawn(webhook::run(hook, self.registry.events(), shutdown.clone()));
         }
+        tokio::spawn(watch_revocations(
+            self.revocations.clone(),
+            self.registry.clone(),
+            self.config.revocation_poll_interval,
+            shutdown.clone(),
+        ));
         if let Some(every) = self.config.cert_poll_interval {
             tokio::spawn(watch_certs(self.certs.clone(), every, shutdown.clone()));
         }
@@ -179,6 +223,31 @@ impl Relay {
             warn!(sessions = sessions.len(), "connections still open after the shutdown grace period");
         }
         Ok(())
+    }
+}
+
+/// Picks up revocations written by `postern token revoke` and disconnects their sessions.
+async fn watch_revocations(
+    revocations: Arc<Revocations>,
+    registry: Arc<Registry>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match revocations.refresh() {
+            Ok(ids) => {
+                for id in ids {
+                    let n = registry.kick_token(&id);
+                    info!(token = %id, sessions = n, "token revoked; its sessions were disconnected");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read the revocation list"),
+        }
     }
 }
 

@@ -30,9 +30,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, info, info_span, warn, Instrument, Span};
 
+use crate::abuse::IpLimits;
+use crate::access::ClientAccess;
 use crate::agent::{AgentHandle, OpenError};
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::config::RelayConfig;
+use crate::leases::Claim;
+use crate::quota::{Quotas, TokenQuota};
 use crate::registry::{Agent, AgentInfo, Registration, Registry, Tunnel, TunnelInfo};
 use crate::tcp_edge;
 
@@ -50,6 +54,10 @@ pub struct Shared {
     pub public_conns: Arc<Semaphore>,
     /// How public HTTP URLs look; `None` when the relay has no HTTP listener.
     pub urls: Option<PublicUrls>,
+    /// Per-token quotas.
+    pub quotas: Quotas,
+    /// Per-address connection caps and authentication lockout.
+    pub ip_limits: Arc<IpLimits>,
 }
 
 /// Scheme and port of public HTTP URLs.
@@ -211,10 +219,23 @@ async fn serve(
     let identity = match shared.auth.agent(&hello.token, unix_now()) {
         Ok(id) => id,
         Err(e) => {
+            shared.ip_limits.auth_failed(peer.ip());
             refuse(&mut tls, RefuseCode::Unauthorized, e.to_string()).await;
             return Err(e.into());
         }
     };
+    let quota = identity
+        .claims
+        .as_ref()
+        .and_then(|c| shared.quotas.get(identity.token_id.as_deref().unwrap_or(&c.jti), c.limits));
+    if let Some(q) = &quota {
+        if let Some(max) = q.limits.max_tunnels {
+            if hello.tunnels.len() > max as usize {
+                let msg = format!("{} tunnels requested, your token allows {max}", hello.tunnels.len());
+                return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+            }
+        }
+    }
     let session_id = format!("{:016x}", rand::random::<u64>());
     let client_id = match client_id(&hello, &identity, &session_id) {
         Ok(id) => id,
@@ -238,12 +259,17 @@ async fn serve(
     // (on any exit from this function) releases them.
     let closed = CancellationToken::new();
     let _close_on_exit = closed.clone().drop_guard();
-    let agent = AgentHandle::pending(session_id.as_str().into(), client_id.as_str().into(), closed.clone());
+    let agent = AgentHandle::pending(
+        session_id.as_str().into(),
+        client_id.as_str().into(),
+        closed.clone(),
+        shared.config.max_streams_per_agent,
+    );
     let mut registration = Registration::new(shared.registry.clone(), session_id.clone());
     let mut grants = Vec::new();
     let mut listeners = Vec::new();
     for spec in &hello.tunnels {
-        let who = Who { client_id: &client_id, identity: &identity, session_id: &session_id, peer };
+        let who = Who { client_id: &client_id, identity: &identity, session_id: &session_id, peer, quota: &quota };
         match reserve(spec, &who, shared, &agent, &closed, &mut registration).await {
             Ok((grant, listener)) => {
                 grants.push(grant);
@@ -268,9 +294,15 @@ async fn serve(
     }
     for (tunnel, listener) in listeners {
         let metrics = shared.registry.metrics().clone();
-        tokio::spawn(
-            tcp_edge::serve(listener, tunnel, shared.public_conns.clone(), metrics).instrument(Span::current()),
+        let edge = tcp_edge::serve(
+            listener,
+            tunnel,
+            shared.public_conns.clone(),
+            metrics,
+            shared.ip_limits.clone(),
+            shared.config.policies.clone(),
         );
+        tokio::spawn(edge.instrument(Span::current()));
     }
     let kick = CancellationToken::new();
     shared.registry.add_agent(Agent {
@@ -314,6 +346,7 @@ struct Who<'a> {
     identity: &'a Identity,
     session_id: &'a str,
     peer: SocketAddr,
+    quota: &'a Option<Arc<TokenQuota>>,
 }
 
 /// Removes the agent from the registry when the session ends, however it ends.
@@ -342,28 +375,47 @@ async fn reserve(
     session_closed: &CancellationToken,
     registration: &mut Registration,
 ) -> Result<(TunnelGrant, Option<(Arc<Tunnel>, TcpListener)>), (RefuseCode, String)> {
+    let access = ClientAccess::from_spec(spec.access.as_ref())
+        .map_err(|e| (RefuseCode::BadRequest, format!("invalid access rules: {e}")))?;
+    let slot = match who.quota {
+        Some(q) => Some(q.add_tunnel().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?),
+        None => None,
+    };
+    let owner = who.identity.subject.as_str();
+    let leases = shared.registry.leases();
+    let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     let mut info = TunnelInfo {
         name: String::new(),
         kind: spec.kind,
         public_url: String::new(),
         public_port: None,
         local_port: spec.local_port,
+        id: who.client_id.to_string(),
         client_id: who.client_id.to_string(),
-        owner: who.identity.subject.clone(),
+        owner: owner.to_string(),
         session_id: who.session_id.to_string(),
         agent_addr: who.peer,
         since: SystemTime::now(),
     };
     let mut listener = None;
-    let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     match spec.kind {
         TunnelKind::Tcp => {
             if let Some(port) = spec.remote_port {
                 if !who.identity.may_request_port(port) {
                     return Err((RefuseCode::PortNotAllowed, format!("your token does not allow public port {port}")));
                 }
+                if let Claim::Held(left) = leases.check_port(port, owner) {
+                    return Err((
+                        RefuseCode::Unavailable,
+                        format!("port {port} is reserved for another client for {}s", left.as_secs() + 1),
+                    ));
+                }
             }
-            let l = tcp_edge::bind(&shared.config, spec.remote_port).await.map_err(|e| (e.code(), e.to_string()))?;
+            // A reconnecting client gets the port it had.
+            let leased = leases.port_for(owner, who.client_id, spec.local_port);
+            let l = tcp_edge::bind(&shared.config, spec.remote_port, leased, leases)
+                .await
+                .map_err(|e| (e.code(), e.to_string()))?;
             let port = l.local_addr().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?.port();
             info.name = format!("tcp-{port}");
             info.public_url = format!("tcp://{}:{port}", shared.config.domain);
@@ -387,14 +439,24 @@ async fn reserve(
             if !who.identity.may_use_id(&id) {
                 return Err((RefuseCode::Unauthorized, format!("your token does not allow the tunnel id {id:?}")));
             }
+            if let Claim::Held(left) = leases.check_name(&name, owner) {
+                return Err((
+                    RefuseCode::Unavailable,
+                    format!("{name} is reserved for another client for {}s", left.as_secs() + 1),
+                ));
+            }
             info.public_url = urls.url(&name, &shared.config.domain);
             info.name = name;
+            info.id = id.clone();
         }
     }
     let (name, public_url, kind) = (info.name.clone(), info.public_url.clone(), info.kind);
-    let tunnel = registration
-        .insert(Tunnel::new(info, agent.clone(), session_closed.child_token()))
-        .map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?;
+    let mut tunnel = Tunnel::new(info, agent.clone(), session_closed.child_token());
+    tunnel.access = access;
+    tunnel.quota = who.quota.clone();
+    tunnel.slot = std::sync::Mutex::new(slot);
+    let tunnel =
+        registration.insert(tunnel).map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?;
     // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
     let mut default_url = None;
     if kind == TunnelKind::Http && registration.insert_alias(&id, &tunnel).is_ok() {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use postern_proto::stream::{StreamKind, REFUSE_REASON};
@@ -17,8 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::abuse::IpLimits;
+use crate::access::{self, Policies};
 use crate::agent::OpenError;
 use crate::config::{PortRange, RelayConfig};
+use crate::leases::Leases;
 use crate::metrics::RelayMetrics;
 use crate::registry::Tunnel;
 
@@ -48,28 +52,55 @@ impl BindError {
     }
 }
 
-/// Binds a public listener: the requested port, or a free one from the range.
-pub async fn bind(config: &RelayConfig, requested: Option<u16>) -> Result<TcpListener, BindError> {
+/// Binds a public listener: the `requested` port (which must be in the range); else the
+/// `leased` port this client had before, if it is still free; else a free port from the range
+/// that nobody holds a lease on.
+pub async fn bind(
+    config: &RelayConfig,
+    requested: Option<u16>,
+    leased: Option<u16>,
+    leases: &Leases,
+) -> Result<TcpListener, BindError> {
     let ip = config.tcp_bind;
-    match (config.tcp_ports, requested) {
-        (range, Some(port)) if !range.contains(port) => Err(BindError::NotAllowed { port, range }),
-        (_, Some(port)) => TcpListener::bind(SocketAddr::new(ip, port))
+    if let Some(port) = requested {
+        if !config.tcp_ports.contains(port) {
+            return Err(BindError::NotAllowed { port, range: config.tcp_ports });
+        }
+        return TcpListener::bind(SocketAddr::new(ip, port))
             .await
-            .map_err(|e| BindError::Unavailable(format!("port {port} is not available: {e}"))),
-        (PortRange::Ephemeral, None) => TcpListener::bind(SocketAddr::new(ip, 0))
-            .await
-            .map_err(|e| BindError::Unavailable(format!("no ephemeral port available: {e}"))),
-        (PortRange::Range(lo, hi), None) => {
-            // Start at a random place so names are not predictable and restarts spread out.
+            .map_err(|e| BindError::Unavailable(format!("port {port} is not available: {e}")));
+    }
+    if let Some(port) = leased {
+        if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)).await {
+            return Ok(l);
+        }
+    }
+    match config.tcp_ports {
+        PortRange::Ephemeral => {
+            for _ in 0..16 {
+                let l = TcpListener::bind(SocketAddr::new(ip, 0))
+                    .await
+                    .map_err(|e| BindError::Unavailable(format!("no ephemeral port available: {e}")))?;
+                if !l.local_addr().is_ok_and(|a| leases.port_leased(a.port())) {
+                    return Ok(l);
+                }
+            }
+            Err(BindError::Unavailable("no free ephemeral port without a lease".into()))
+        }
+        PortRange::Range(lo, hi) => {
+            // Start at a random place so ports are not predictable and restarts spread out.
             let span = u32::from(hi - lo) + 1;
             let start = rand::rng().random_range(0..span);
             for i in 0..span {
                 let port = lo + ((start + i) % span) as u16;
+                if leases.port_leased(port) {
+                    continue;
+                }
                 if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)).await {
                     return Ok(l);
                 }
             }
-            Err(BindError::Unavailable(format!("every port in {lo}-{hi} is in use")))
+            Err(BindError::Unavailable(format!("every port in {lo}-{hi} is in use or reserved")))
         }
     }
 }
@@ -80,6 +111,8 @@ pub async fn serve(
     tunnel: Arc<Tunnel>,
     public_conns: Arc<Semaphore>,
     metrics: Arc<RelayMetrics>,
+    ip_limits: Arc<IpLimits>,
+    policies: Policies,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -93,6 +126,30 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(per_ip) = ip_limits.admit(peer.ip()) else {
+            metrics.public_refused.with_label_values(&["per_ip_cap"]).inc();
+            debug!(%peer, "public connection refused: address at its connection cap");
+            continue;
+        };
+        if access::check_ip(&tunnel.access, &policies.matching(&tunnel.info.id), peer.ip()).is_err() {
+            metrics.public_refused.with_label_values(&["not_allowed"]).inc();
+            debug!(%peer, "public connection refused: address not allowed on this tunnel");
+            continue;
+        }
+        let quota = match tunnel.quota.as_ref().map(|q| q.admit_stream()) {
+            None => None,
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                metrics.public_refused.with_label_values(&["quota"]).inc();
+                debug!(%peer, error = %e, "public connection refused");
+                continue;
+            }
+        };
+        let Some(agent_slot) = tunnel.agent.admit_stream() else {
+            metrics.public_refused.with_label_values(&["agent_cap"]).inc();
+            debug!(%peer, "public connection refused: agent at its stream cap");
+            continue;
         };
         let Ok(permit) = public_conns.clone().try_acquire_owned() else {
             metrics.public_refused.with_label_values(&["connection_cap"]).inc();
@@ -117,7 +174,7 @@ pub async fn serve(
                     Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
                     Err(e) => debug!(error = %e, "public connection failed"),
                 }
-                drop(permit);
+                drop((permit, per_ip, quota, agent_slot));
             }
             .instrument(span),
         );
@@ -137,26 +194,28 @@ pub struct TunnelMeter<'a> {
 }
 
 impl TunnelMeter<'_> {
-    /// Bytes toward the local service.
-    pub fn inbound(&self, n: u64) {
+    /// Bytes toward the local service; returns the pause the token's bandwidth quota asks for.
+    pub fn inbound(&self, n: u64) -> Duration {
         self.tunnel.stats.add_in(n);
         self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "in", n);
+        self.tunnel.quota.as_ref().and_then(|q| q.bandwidth_in.as_ref()).map_or(Duration::ZERO, |b| b.take(n))
     }
 
-    /// Bytes toward the public.
-    pub fn outbound(&self, n: u64) {
+    /// Bytes toward the public; returns the pause the token's bandwidth quota asks for.
+    pub fn outbound(&self, n: u64) -> Duration {
         self.tunnel.stats.add_out(n);
         self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "out", n);
+        self.tunnel.quota.as_ref().and_then(|q| q.bandwidth_out.as_ref()).map_or(Duration::ZERO, |b| b.take(n))
     }
 }
 
 impl Meter for TunnelMeter<'_> {
-    fn read(&self, n: u64) {
-        self.inbound(n);
+    fn read(&self, n: u64) -> Duration {
+        self.inbound(n)
     }
 
-    fn written(&self, n: u64) {
-        self.outbound(n);
+    fn written(&self, n: u64) -> Duration {
+        self.outbound(n)
     }
 }
 

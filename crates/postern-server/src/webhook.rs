@@ -18,16 +18,13 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, Request, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use postern_transport::tls::{client_config, client_config_with_roots, Trust};
 use sha2::Sha256;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::admin::views::EventView;
+use crate::outbound::{self, HttpsClient};
 use crate::registry::Event;
 
 const ATTEMPTS: u32 = 5;
@@ -57,23 +54,9 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-fn client() -> Result<HttpsClient, postern_transport::tls::TlsError> {
-    let tls = match client_config(&Trust::SystemRoots, &[]) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "no system trust store: https webhooks will fail verification; http ones work");
-            client_config_with_roots(rustls::RootCertStore::empty(), &[])?
-        }
-    };
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
-
 /// Delivers events from `events` to `hook` until `shutdown` fires.
 pub async fn run(hook: Webhook, mut events: broadcast::Receiver<Event>, shutdown: CancellationToken) {
-    let client = match client() {
+    let client = match outbound::client() {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "webhooks disabled: cannot build an HTTP client");

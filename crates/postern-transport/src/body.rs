@@ -8,8 +8,10 @@
 //!
 //! Neither ever holds a whole body: a 1 GiB upload moves through in window-sized pieces.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
@@ -77,7 +79,14 @@ pub enum PumpError {
 /// Sends every frame of `body` on `send`, then ends the stream (with trailers if the body has
 /// them). On a source error the stream is reset, so the peer never mistakes a cut body for a
 /// complete one.
-pub async fn pump<B>(body: B, mut send: SendStream<Bytes>, counted: &(dyn Fn(u64) + Sync)) -> Result<u64, PumpError>
+///
+/// `counted` sees each chunk's size and returns how long to pause before the next (bandwidth
+/// limits); return `Duration::ZERO` for none.
+pub async fn pump<B>(
+    body: B,
+    mut send: SendStream<Bytes>,
+    counted: &(dyn Fn(u64) -> Duration + Sync),
+) -> Result<u64, PumpError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -99,7 +108,10 @@ where
                     let n = data.len() as u64;
                     total += n;
                     send_all(&mut send, data).await?;
-                    counted(n);
+                    let wait = counted(n);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
@@ -112,33 +124,43 @@ where
     }
 }
 
-/// A body that reports the size of every data frame it yields.
+/// A body that reports the size of every data frame it yields, and pauses before the next
+/// frame when the report asks it to (bandwidth limits).
 #[derive(Debug)]
 pub struct Counted<B, F> {
     inner: B,
     counted: F,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<B, F: Fn(u64)> Counted<B, F> {
-    /// Wraps `inner`; `counted` is called with each data frame's length.
+impl<B, F: Fn(u64) -> Duration> Counted<B, F> {
+    /// Wraps `inner`; `counted` is called with each data frame's length and returns how long
+    /// to wait before yielding the next frame.
     pub fn new(inner: B, counted: F) -> Self {
-        Self { inner, counted }
+        Self { inner, counted, pause: None }
     }
 }
 
 impl<B, F> Body for Counted<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
-    F: Fn(u64) + Unpin,
+    F: Fn(u64) -> Duration + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(p) = self.pause.as_mut() {
+            ready!(p.as_mut().poll(cx));
+            self.pause = None;
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(f)) = &frame {
             if let Some(d) = f.data_ref() {
-                (self.counted)(d.len() as u64);
+                let wait = (self.counted)(d.len() as u64);
+                if !wait.is_zero() {
+                    self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+                }
             }
         }
         Poll::Ready(frame)

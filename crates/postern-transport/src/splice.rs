@@ -9,6 +9,7 @@
 //! - An error in either direction drops both halves, which resets the h2 stream.
 
 use std::future::poll_fn;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
@@ -17,13 +18,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
-/// Counts bytes as they move, for live statistics. `read` is called with bytes read from the
-/// socket, `written` with bytes written to it.
+/// Counts bytes as they move, for live statistics and bandwidth limits. `read` is called with
+/// bytes read from the socket, `written` with bytes written to it; each returns how long the
+/// copy should pause before going on (zero when no limit applies), which throttles that
+/// direction and, through flow control, its sender.
 pub trait Meter: Send + Sync {
     /// Bytes read from the socket (and sent on the stream).
-    fn read(&self, n: u64);
+    fn read(&self, n: u64) -> Duration;
     /// Bytes written to the socket (received from the stream).
-    fn written(&self, n: u64);
+    fn written(&self, n: u64) -> Duration;
 }
 
 /// A [`Meter`] that counts nothing.
@@ -31,8 +34,18 @@ pub trait Meter: Send + Sync {
 pub struct NoMeter;
 
 impl Meter for NoMeter {
-    fn read(&self, _: u64) {}
-    fn written(&self, _: u64) {}
+    fn read(&self, _: u64) -> Duration {
+        Duration::ZERO
+    }
+    fn written(&self, _: u64) -> Duration {
+        Duration::ZERO
+    }
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }
 
 /// Bytes moved by a finished splice.
@@ -94,12 +107,13 @@ pub async fn socket_to_stream<R: AsyncRead + Unpin>(
             return Ok(total);
         }
         total += n as u64;
-        meter.read(n as u64);
+        let wait = meter.read(n as u64);
         // Grow the read size while reads fill the buffer; idle connections keep a small one.
         if n >= want && want < MAX_READ {
             want *= 2;
         }
         send_all(&mut send, buf.split().freeze()).await?;
+        pause(wait).await;
     }
 }
 
@@ -132,7 +146,8 @@ pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
         let n = chunk.len();
         writer.write_all(&chunk).await.map_err(SpliceError::Socket)?;
         total += n as u64;
-        meter.written(n as u64);
+        // Hold the window back while over a bandwidth limit: the sender slows down too.
+        pause(meter.written(n as u64)).await;
         // Ignore the error: it only means the stream is already closed.
         let _ = recv.flow_control().release_capacity(n);
     }

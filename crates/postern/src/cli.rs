@@ -136,6 +136,19 @@ pub struct ServerArgs {
     /// Export per-tunnel metric series (one label value per tunnel; off by default)
     #[arg(long)]
     pub metrics_per_tunnel: bool,
+    /// How long a disconnected client's URLs stay reserved for it [default: 60s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lease_grace: Option<std::time::Duration>,
+    /// Concurrent connections from one address, on every listener [default: 1024]
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Failed logins from one address within a minute before it is locked out for a minute
+    /// [default: 10]
+    #[arg(long)]
+    pub max_auth_failures: Option<u32>,
+    /// Concurrent streams on one client connection [default: 10000]
+    #[arg(long)]
+    pub max_streams_per_agent: Option<usize>,
     /// Validate the configuration and TLS files, print the result, and exit.
     #[arg(long)]
     pub check: bool,
@@ -178,6 +191,18 @@ pub struct ClientArgs {
 pub enum TokenCommand {
     /// Print a new token. Example: postern token mint --subject ws-123 --ids 'ws-123*' --ttl 30d
     Mint(MintArgs),
+    /// Revoke a token by id (the relay disconnects its sessions within a second)
+    Revoke(RevokeArgs),
+}
+
+/// `postern token revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The token id (`id` from the admin API, or the `jti` claim)
+    pub id: String,
+    /// The relay's state directory (holds revoked.json)
+    #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+    pub state_dir: PathBuf,
 }
 
 /// `postern token mint`.
@@ -200,6 +225,18 @@ pub struct MintArgs {
     /// Grant full access to the admin API
     #[arg(long)]
     pub admin: bool,
+    /// Quota: tunnels open at once
+    #[arg(long)]
+    pub max_tunnels: Option<u32>,
+    /// Quota: streams (TCP connections, HTTP requests) open at once
+    #[arg(long)]
+    pub max_streams: Option<u32>,
+    /// Quota: bytes per second in each direction, across all its tunnels
+    #[arg(long)]
+    pub bandwidth: Option<u64>,
+    /// Quota: HTTP requests per second across all its tunnels
+    #[arg(long = "rps")]
+    pub requests_per_sec: Option<u32>,
     /// The relay's state directory (holds token.key, created if missing)
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,
@@ -218,7 +255,26 @@ pub struct HttpArgs {
     #[command(flatten)]
     pub http: HttpOptions,
     #[command(flatten)]
+    pub access: AccessOptions,
+    #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Who may use an HTTP tunnel. The relay enforces these; secrets are sent to it hashed.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AccessOptions {
+    /// Require HTTP basic auth, USER:PASSWORD; repeat for several users
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub basic_auth: Vec<String>,
+    /// Require this header with this exact value, e.g. 'X-Api-Key: 0123abcd'
+    #[arg(long, value_name = "'NAME: VALUE'")]
+    pub auth_header: Option<String>,
+    /// Require `Authorization: Bearer TOKEN`
+    #[arg(long, value_name = "TOKEN", conflicts_with = "auth_header")]
+    pub bearer: Option<String>,
+    /// Only accept visitors from these addresses (IP or CIDR); repeatable
+    #[arg(long, value_name = "CIDR")]
+    pub allow_ip: Vec<String>,
 }
 
 /// Options for HTTP tunnels.
@@ -250,6 +306,9 @@ pub struct TcpArgs {
     /// Ask for this public port (must be in the relay's range and free)
     #[arg(long, short = 'r')]
     pub remote_port: Option<u16>,
+    /// Only accept connections from these addresses (IP or CIDR); repeatable
+    #[arg(long, value_name = "CIDR")]
+    pub allow_ip: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use postern_client::http_forward::HostHeader;
 use postern_client::{AgentConfig, AgentPhase, AgentState};
+use postern_proto::access::{self, Access, HeaderRule};
 use postern_proto::{TunnelKind, TunnelSpec};
 use postern_transport::tls::Trust;
 use serde::Deserialize;
@@ -14,12 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ClientArgs, HttpArgs, HttpOptions, StartArgs, TcpArgs};
+use crate::cli::{AccessOptions, ClientArgs, HttpArgs, HttpOptions, StartArgs, TcpArgs};
 use crate::signals::shutdown_token;
 
 /// Runs `postern tcp PORT`.
 pub async fn run_tcp(args: TcpArgs) -> anyhow::Result<()> {
-    let spec = TunnelSpec { kind: TunnelKind::Tcp, local_port: args.port, remote_port: args.remote_port, id: None };
+    let access = access_rules(&AccessOptions { allow_ip: args.allow_ip.clone(), ..AccessOptions::default() })?;
+    let spec =
+        TunnelSpec { kind: TunnelKind::Tcp, local_port: args.port, remote_port: args.remote_port, id: None, access };
     let cfg = agent_config(&args.client, vec![spec], &HttpOptions::default())?;
     run_agent(cfg, args.client.status, shutdown_token()).await
 }
@@ -30,8 +33,16 @@ pub async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     let tunnels = args
         .ports
         .iter()
-        .map(|&port| TunnelSpec { kind: TunnelKind::Http, local_port: port, remote_port: None, id: Some(id.clone()) })
-        .collect();
+        .map(|&port| {
+            Ok::<_, anyhow::Error>(TunnelSpec {
+                kind: TunnelKind::Http,
+                local_port: port,
+                remote_port: None,
+                id: Some(id.clone()),
+                access: access_rules(&args.access)?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut cfg = agent_config(&args.client, tunnels, &args.http)?;
     if cfg.client_id.is_none() {
         cfg.client_id = Some(id);
@@ -70,6 +81,12 @@ struct FileTunnel {
     port: u16,
     id: Option<String>,
     remote_port: Option<u16>,
+    #[serde(default)]
+    basic_auth: Vec<String>,
+    auth_header: Option<String>,
+    bearer: Option<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
 }
 
 /// Runs `postern start --config FILE`. `POSTERN_TOKEN` and `POSTERN_SERVER` override the file,
@@ -92,10 +109,15 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
         status: file.status,
     };
     let default_id = default_id(&client).unwrap_or_else(machine_id);
-    let tunnels = file
-        .tunnels
-        .into_iter()
-        .map(|t| TunnelSpec {
+    let mut tunnels = Vec::new();
+    for t in file.tunnels {
+        let access = access_rules(&AccessOptions {
+            basic_auth: t.basic_auth,
+            auth_header: t.auth_header,
+            bearer: t.bearer,
+            allow_ip: t.allow_ips,
+        })?;
+        tunnels.push(TunnelSpec {
             kind: t.kind,
             local_port: t.port,
             remote_port: t.remote_port,
@@ -103,14 +125,56 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
                 TunnelKind::Http => Some(t.id.unwrap_or_else(|| default_id.clone())),
                 TunnelKind::Tcp => None,
             },
-        })
-        .collect();
+            access,
+        });
+    }
     let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };
     let mut cfg = agent_config(&client, tunnels, &http)?;
     if cfg.client_id.is_none() {
         cfg.client_id = Some(default_id);
     }
     run_agent(cfg, client.status, shutdown_token()).await
+}
+
+/// Turns the access flags into hashed rules (a fresh random salt per secret); `None` when the
+/// tunnel is public.
+pub fn access_rules(o: &AccessOptions) -> anyhow::Result<Option<Access>> {
+    let salted = |secret: &str| {
+        let salt: [u8; 16] = rand::random();
+        access::hash_secret(secret, &salt)
+    };
+    let mut rules = Access::default();
+    for pair in &o.basic_auth {
+        let (user, pass) =
+            pair.split_once(':').with_context(|| format!("--basic-auth {pair:?}: expected USER:PASSWORD"))?;
+        anyhow::ensure!(!user.is_empty() && !pass.is_empty(), "--basic-auth needs a user and a password");
+        anyhow::ensure!(!user.contains(':'), "--basic-auth user names cannot contain ':'");
+        rules.basic_auth.push(format!("{user}:{}", salted(pass)));
+    }
+    let header = match (&o.auth_header, &o.bearer) {
+        (Some(_), Some(_)) => anyhow::bail!("use either --auth-header or --bearer, not both"),
+        (Some(h), None) => {
+            let (name, value) =
+                h.split_once(':').with_context(|| format!("--auth-header {h:?}: expected 'Name: value'"))?;
+            let name = name.trim().to_ascii_lowercase();
+            anyhow::ensure!(
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                "--auth-header: {name:?} is not a header name"
+            );
+            Some(HeaderRule { name, value: salted(value.trim()) })
+        }
+        (None, Some(token)) => {
+            Some(HeaderRule { name: "authorization".into(), value: salted(&format!("Bearer {token}")) })
+        }
+        (None, None) => None,
+    };
+    rules.header = header;
+    for ip in &o.allow_ip {
+        let ok = ip.parse::<std::net::IpAddr>().is_ok() || ip.parse::<ipnet::IpNet>().is_ok();
+        anyhow::ensure!(ok, "--allow-ip {ip:?}: expected an IP address or a CIDR such as 10.0.0.0/8");
+        rules.allow_ips.push(ip.clone());
+    }
+    Ok((!rules.is_public()).then_some(rules))
 }
 
 /// This machine's host name as a DNS label, the default tunnel id.

@@ -62,8 +62,13 @@ pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Resu
     println!("  metrics:      http://{admin_addr}/metrics");
     println!("  try:          curl --cacert {} {url}", ca.display());
     println!("  tunnel (Ctrl-C to stop):");
-    let spec =
-        TunnelSpec { kind: TunnelKind::Http, local_port: demo_addr.port(), remote_port: None, id: Some("demo".into()) };
+    let spec = TunnelSpec {
+        kind: TunnelKind::Http,
+        local_port: demo_addr.port(),
+        remote_port: None,
+        id: Some("demo".into()),
+        access: None,
+    };
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());
     cfg.local_host = demo_addr.ip().to_string();

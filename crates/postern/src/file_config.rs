@@ -28,6 +28,16 @@
 //! webhook = "https://hooks.example.com/postern"
 //! webhook_secret = "..."          # better: POSTERN_WEBHOOK_SECRET
 //! metrics_per_tunnel = false
+//! lease_grace = "60s"
+//! max_connections_per_ip = 1024
+//! max_auth_failures = 10
+//! max_streams_per_agent = 10000
+//!
+//! [[policy]]                       # operator access policy, by tunnel id
+//! ids = "internal-*"
+//! allow_ips = ["10.0.0.0/8"]
+//! forward_auth = "http://127.0.0.1:4181/verify"
+//! forward_auth_headers = ["Remote-User"]
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +77,48 @@ pub struct FileConfig {
     pub webhook: Option<String>,
     pub webhook_secret: Option<String>,
     pub metrics_per_tunnel: Option<bool>,
+    pub lease_grace: Option<String>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_auth_failures: Option<u32>,
+    pub max_streams_per_agent: Option<usize>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<FilePolicy>,
+}
+
+/// An operator access policy (`[[policy]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicy {
+    /// Tunnel ids it applies to (`*` globs).
+    pub ids: String,
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    pub forward_auth: Option<String>,
+    #[serde(default)]
+    pub forward_auth_headers: Vec<String>,
+}
+
+impl FilePolicy {
+    /// Validates and converts.
+    pub fn to_policy(&self) -> anyhow::Result<postern_server::access::Policy> {
+        use postern_server::access::{parse_nets, ForwardAuth, Policy};
+        let allow_ips = parse_nets(&self.allow_ips).map_err(|e| anyhow::anyhow!("policy {:?}: {e}", self.ids))?;
+        let forward_auth = match &self.forward_auth {
+            None => None,
+            Some(url) => Some(ForwardAuth {
+                url: url
+                    .parse()
+                    .with_context(|| format!("policy {:?}: forward_auth {url:?} is not a URL", self.ids))?,
+                copy_headers: self
+                    .forward_auth_headers
+                    .iter()
+                    .map(|h| http::HeaderName::from_bytes(h.as_bytes()))
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("policy {:?}: forward_auth_headers", self.ids))?,
+            }),
+        };
+        Ok(Policy { ids: self.ids.clone(), allow_ips, forward_auth })
+    }
 }
 
 impl FileConfig {

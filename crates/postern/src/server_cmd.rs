@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use postern_server::access::Policies;
 use postern_server::webhook::Webhook;
 use postern_server::{keys, CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners};
 use tokio::net::TcpListener;
 
 use crate::cli::ServerArgs;
-use crate::file_config::{duration, FileConfig};
+use crate::file_config::{duration, FileConfig, FilePolicy};
 use crate::signals::shutdown_token;
 
 /// How long sessions get to end after SIGTERM/Ctrl-C.
@@ -118,6 +119,22 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             }
             (Some(_), None) => anyhow::bail!("--webhook needs --webhook-secret (or POSTERN_WEBHOOK_SECRET)"),
         },
+        state_dir: Some(state_dir.clone()),
+        lease_grace: args
+            .lease_grace
+            .or(duration("lease_grace", file.lease_grace.as_deref())?)
+            .unwrap_or(d.lease_grace),
+        revocation_poll_interval: d.revocation_poll_interval,
+        policies: Policies::new(file.policies.iter().map(FilePolicy::to_policy).collect::<anyhow::Result<_>>()?),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .or(file.max_connections_per_ip)
+            .unwrap_or(d.max_connections_per_ip),
+        max_auth_failures: args.max_auth_failures.or(file.max_auth_failures).unwrap_or(d.max_auth_failures),
+        max_streams_per_agent: args
+            .max_streams_per_agent
+            .or(file.max_streams_per_agent)
+            .unwrap_or(d.max_streams_per_agent),
     };
     let control_addr = args.control_addr.or(file.control_addr).unwrap_or(if dev { local(7000) } else { any(7000) });
     let http_addr =

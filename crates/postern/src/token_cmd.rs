@@ -3,8 +3,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use postern_proto::token::Claims;
+use postern_proto::token::{Claims, Limits};
 use postern_server::keys;
+use postern_server::revocation::Revocations;
 
 use crate::cli::{MintArgs, TokenCommand};
 
@@ -13,6 +14,15 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Mint(args) => {
             println!("{}", mint(&args)?);
+            Ok(())
+        }
+        TokenCommand::Revoke(args) => {
+            let list = Revocations::load(&args.state_dir)?;
+            if list.revoke(&args.id)? {
+                println!("revoked {}; a running relay disconnects its sessions within a second", args.id);
+            } else {
+                println!("{} was already revoked", args.id);
+            }
             Ok(())
         }
     }
@@ -43,6 +53,12 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
         iat: now,
         exp,
         admin: args.admin,
+        limits: Limits {
+            max_tunnels: args.max_tunnels,
+            max_streams: args.max_streams,
+            bandwidth: args.bandwidth,
+            requests_per_sec: args.requests_per_sec,
+        },
     };
     Ok(key.sign(&claims)?)
 }

@@ -473,3 +473,36 @@ fn sighup_reloads_the_certificate_files() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn token_revoke_from_the_cli_disconnects_a_running_client() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (_relay, port) = start_relay(state.path(), &["--token", "shared-secret"]);
+    let out = Command::new(BIN)
+        .args(["token", "mint", "--subject", "ws-r", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("mint");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let jti = postern_proto::token::peek(&token).expect("claims").jti;
+    let origin = echo_origin();
+    let ca = state.path().join("ca.pem");
+    let mut client = Proc::spawn(&[
+        "tcp",
+        &origin.port().to_string(),
+        "--server",
+        &format!("localhost:{port}"),
+        "--token",
+        &token,
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    let public = public_port(&client);
+    let out =
+        Command::new(BIN).args(["token", "revoke", &jti, "--state-dir"]).arg(state.path()).output().expect("revoke");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_refused(public);
+    // The client is refused on reconnect and gives up with the reason.
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(1));
+}

@@ -11,14 +11,19 @@
 //! | `GET /api/v1/agents` | bearer | connected agents the caller may see |
 //! | `DELETE /api/v1/agents/{id}` | bearer | disconnect an agent |
 //! | `GET /api/v1/events` | bearer | Server-Sent Events: tunnel and agent up/down |
+//! | `POST /api/v1/tokens` | admin | mint a signed token |
+//! | `DELETE /api/v1/tokens/{id}` | admin | revoke a token; its sessions end at once |
 //!
 //! The admin token sees everything; a client's token sees what its subject owns. A missing or
-//! unknown token gets 401; acting on something another subject owns gets 403.
+//! unknown token gets 401; acting on something another subject owns gets 403. An address with
+//! too many failed attempts is locked out (429) for a minute.
 
 mod sse;
+mod tokens;
 pub mod views;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use self::views::{AgentView, ErrorBody, ErrorView, TunnelView};
+use crate::abuse::IpLimits;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::registry::Registry;
 
@@ -48,16 +54,28 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub type AdminBody = BoxBody<Bytes, Infallible>;
 
 /// Readiness, as `/readyz` reports it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Readiness {
-    serving: AtomicBool,
+    serving: tokio::sync::watch::Sender<bool>,
     draining: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self { serving: tokio::sync::watch::Sender::new(false), draining: AtomicBool::new(false) }
+    }
 }
 
 impl Readiness {
     /// Every listener is bound and serving.
     pub fn set_serving(&self) {
-        self.serving.store(true, Ordering::SeqCst);
+        self.serving.send_replace(true);
+    }
+
+    /// Waits until every listener is serving.
+    pub async fn serving(&self) {
+        let mut rx = self.serving.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The relay is shutting down: stop sending new work here.
@@ -67,7 +85,7 @@ impl Readiness {
 
     /// Ready for traffic.
     pub fn is_ready(&self) -> bool {
-        self.serving.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        *self.serving.borrow() && !self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -82,6 +100,8 @@ pub struct Admin {
     pub metrics: prometheus::Registry,
     /// `/readyz`.
     pub ready: Arc<Readiness>,
+    /// Authentication lockout by address.
+    pub ip_limits: Arc<IpLimits>,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -106,7 +126,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
                 let shutdown = shutdown.clone();
                 service_fn(move |req| {
                     let (admin, shutdown) = (admin.clone(), shutdown.clone());
-                    async move { Ok::<_, Infallible>(route(req, &admin, shutdown).await) }
+                    async move { Ok::<_, Infallible>(route(req, &admin, peer.ip(), shutdown).await) }
                 })
             };
             let conn = hyper::server::conn::http1::Builder::new()
@@ -127,7 +147,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     tasks
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
@@ -136,7 +156,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
     resp
 }
 
-fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response<AdminBody> {
+pub(crate) fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response<AdminBody> {
     let mut resp = json(status, &ErrorView { error: ErrorBody { code, message: message.into() } });
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
@@ -144,7 +164,7 @@ fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> R
     resp
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -158,7 +178,7 @@ fn authenticate(req: &Request<Incoming>, admin: &Admin) -> Result<Identity, Auth
     admin.auth.api(bearer, unix_now())
 }
 
-async fn route(req: Request<Incoming>, admin: &Admin, shutdown: CancellationToken) -> Response<AdminBody> {
+async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: CancellationToken) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
@@ -178,11 +198,23 @@ async fn route(req: Request<Incoming>, admin: &Admin, shutdown: CancellationToke
             resp
         }
         (_, ["api", "v1", rest @ ..]) => {
+            if admin.ip_limits.blocked(ip) {
+                return fail(StatusCode::TOO_MANY_REQUESTS, "locked_out", "too many failed attempts; try again later");
+            }
             let who = match authenticate(&req, admin) {
                 Ok(who) => who,
-                Err(e) => return fail(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+                Err(e) => {
+                    admin.ip_limits.auth_failed(ip);
+                    return fail(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+                }
             };
-            api(method, rest, &who, admin, shutdown)
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match (&method, rest.as_slice()) {
+                (&Method::POST, ["tokens"]) => tokens::mint(req, &who, admin).await,
+                (&Method::DELETE, ["tokens", id]) => tokens::revoke(id, &who, admin),
+                _ => api(method, &rest, &who, admin, shutdown),
+            }
         }
         (_, ["healthz" | "readyz" | "metrics"]) => {
             fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
@@ -241,7 +273,7 @@ fn api(
             }
         },
         (Method::GET, ["events"]) => sse::stream(reg.events(), who.clone(), shutdown),
-        (_, ["tunnels" | "agents" | "events", ..]) => {
+        (_, ["tunnels" | "agents" | "events" | "tokens", ..]) => {
             fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         }
         _ => fail(StatusCode::NOT_FOUND, "not_found", "no such API route"),

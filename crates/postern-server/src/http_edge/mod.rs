@@ -9,6 +9,7 @@
 //! - Bounds: TLS handshake and request-head timeout (slowloris), request-head size, concurrent
 //!   HTTP/2 streams per connection, and an idle timeout on connections that move no bytes.
 
+mod forward_auth;
 mod idle;
 mod pages;
 pub mod proxy;
@@ -53,7 +54,14 @@ pub async fn serve(
                 }
             },
         };
+        let metrics = edge.registry.metrics();
+        let Some(per_ip) = edge.ip_limits.admit(peer.ip()) else {
+            metrics.public_refused.with_label_values(&["per_ip_cap"]).inc();
+            debug!(%peer, "public connection refused: address at its connection cap");
+            continue;
+        };
         let Ok(permit) = public_conns.clone().try_acquire_owned() else {
+            metrics.public_refused.with_label_values(&["connection_cap"]).inc();
             warn!(%peer, "public connection refused: relay is at its connection cap");
             continue;
         };
@@ -62,7 +70,7 @@ pub async fn serve(
             async move {
                 let outcome = connection(stream, peer, tls, edge, shutdown).await;
                 debug!(outcome, "public connection closed");
-                drop(permit);
+                drop((permit, per_ip));
             }
             .instrument(info_span!("http", %peer, scheme)),
         );

@@ -19,6 +19,16 @@ pub enum EdgeError {
     LocalRefused,
     /// The local service answered with something that is not HTTP, or broke off.
     LocalFailed,
+    /// The visitor's address is not allowed on this tunnel.
+    Forbidden,
+    /// The tunnel requires credentials the visitor did not give.
+    Unauthorized,
+    /// The tunnel's owner is over a quota (requests, streams).
+    QuotaExceeded,
+    /// The tunnel's client has too many streams open.
+    AgentBusy,
+    /// The operator's forward-auth service could not be reached.
+    AuthUnavailable,
 }
 
 impl EdgeError {
@@ -28,7 +38,10 @@ impl EdgeError {
             Self::BadHost => StatusCode::BAD_REQUEST,
             Self::TunnelNotFound => StatusCode::NOT_FOUND,
             Self::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::LocalRefused | Self::LocalFailed => StatusCode::BAD_GATEWAY,
+            Self::LocalRefused | Self::LocalFailed | Self::AuthUnavailable => StatusCode::BAD_GATEWAY,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::QuotaExceeded | Self::AgentBusy => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -40,6 +53,11 @@ impl EdgeError {
             Self::AgentUnavailable => "agent-unavailable",
             Self::LocalRefused => "local-refused",
             Self::LocalFailed => "local-failed",
+            Self::Forbidden => "forbidden",
+            Self::Unauthorized => "unauthorized",
+            Self::QuotaExceeded => "quota-exceeded",
+            Self::AgentBusy => "agent-busy",
+            Self::AuthUnavailable => "auth-unavailable",
         }
     }
 
@@ -50,6 +68,11 @@ impl EdgeError {
             Self::AgentUnavailable => "Tunnel offline",
             Self::LocalRefused => "Local service unreachable",
             Self::LocalFailed => "Local service error",
+            Self::Forbidden => "Forbidden",
+            Self::Unauthorized => "Authentication required",
+            Self::QuotaExceeded => "Too many requests",
+            Self::AgentBusy => "Tunnel busy",
+            Self::AuthUnavailable => "Authentication service unavailable",
         }
     }
 
@@ -64,6 +87,11 @@ impl EdgeError {
                 "The tunnel's client is connected, but the service it forwards to refused the connection."
             }
             Self::LocalFailed => "The service behind this tunnel failed to answer properly.",
+            Self::Forbidden => "Your address is not allowed to use this tunnel.",
+            Self::Unauthorized => "This tunnel requires credentials.",
+            Self::QuotaExceeded => "This tunnel's owner is over its request quota. Try again shortly.",
+            Self::AgentBusy => "This tunnel has too many requests in flight. Try again shortly.",
+            Self::AuthUnavailable => "The service that checks access to this tunnel could not be reached.",
         }
     }
 }
@@ -87,6 +115,15 @@ pub fn page(err: EdgeError, host: Option<&str>) -> Response<Full<Bytes>> {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("postern-error", HeaderValue::from_static(err.code()));
+    match err {
+        EdgeError::QuotaExceeded | EdgeError::AgentBusy => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        EdgeError::Unauthorized => {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"postern\""));
+        }
+        _ => {}
+    }
     resp
 }
 

@@ -23,6 +23,13 @@ use tracing::debug;
 
 use super::pages::{page, EdgeError};
 use prometheus::IntGauge;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::warn;
+
+use super::forward_auth::{self, Asking, Verdict};
+use crate::abuse::IpLimits;
+use crate::access::{self, Denied};
+use crate::outbound::HttpsClient;
 
 use crate::agent::OpenError;
 use crate::config::RelayConfig;
@@ -44,6 +51,10 @@ pub struct Edge {
     pub registry: Arc<Registry>,
     /// Port of the HTTPS listener, for redirects; `None` without one.
     pub https_port: Option<u16>,
+    /// Per-address connection caps.
+    pub ip_limits: Arc<IpLimits>,
+    /// Client for forward-auth; `None` if it could not be built (forward-auth then fails closed).
+    pub outbound: Option<HttpsClient>,
 }
 
 fn own(resp: Response<Full<Bytes>>) -> Response<EdgeBody> {
@@ -67,19 +78,83 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Keeps a tunnel's stream counted as open until the response body is done.
+/// Keeps a tunnel's stream counted as open, and its quota permits held, until the response
+/// body is done.
 struct OpenStream {
     _stats: StreamGuard,
     active: IntGauge,
+    _permits: Permits,
+}
+
+/// Stream permits: the token's quota (if any) and the agent's cap.
+struct Permits {
+    _quota: Option<OwnedSemaphorePermit>,
+    _agent: OwnedSemaphorePermit,
 }
 
 impl OpenStream {
-    fn new(tunnel: &Tunnel, metrics: &RelayMetrics, kind: &'static str) -> Self {
+    fn new(tunnel: &Tunnel, metrics: &RelayMetrics, kind: &'static str, permits: Permits) -> Self {
         metrics.stream_opened(&tunnel.info.name, kind);
         let active = metrics.streams_active.with_label_values(&[kind]);
         active.inc();
-        Self { _stats: tunnel.stats.open_stream(), active }
+        Self { _stats: tunnel.stats.open_stream(), active, _permits: permits }
     }
+}
+
+/// Applies the tunnel's access rules, the operator's policies and the quotas. On success,
+/// returns headers to add (from forward-auth) and the stream permits.
+async fn admit(
+    req: &Request<Incoming>,
+    edge: &Edge,
+    tunnel: &Tunnel,
+    peer: SocketAddr,
+    secure: bool,
+    host: &str,
+) -> Result<(http::HeaderMap, Permits), Response<EdgeBody>> {
+    let policies = edge.config.policies.matching(&tunnel.info.id);
+    if access::check_ip(&tunnel.access, &policies, peer.ip()).is_err() {
+        return Err(error(EdgeError::Forbidden, Some(host)));
+    }
+    if let Err(Denied::Credentials { basic }) = access::check_credentials(&tunnel.access, req.headers()) {
+        let mut resp = error(EdgeError::Unauthorized, Some(host));
+        if !basic {
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        return Err(resp);
+    }
+    let mut add = http::HeaderMap::new();
+    for fa in policies.iter().filter_map(|p| p.forward_auth.as_ref()) {
+        let Some(client) = &edge.outbound else {
+            return Err(error(EdgeError::AuthUnavailable, Some(host)));
+        };
+        let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let asking = Asking { method: req.method(), uri, headers: req.headers(), peer: peer.ip(), secure, host };
+        match forward_auth::check(client, fa, &asking).await {
+            Verdict::Allow(headers) => add.extend(headers),
+            Verdict::Deny(resp) => return Err(own(resp)),
+            Verdict::Unavailable(why) => {
+                warn!(url = %fa.url, error = %why, "forward-auth service failed");
+                return Err(error(EdgeError::AuthUnavailable, Some(host)));
+            }
+        }
+    }
+    let quota = match &tunnel.quota {
+        None => None,
+        Some(q) => {
+            let admitted = q.admit_request().and_then(|()| q.admit_stream());
+            match admitted {
+                Ok(permit) => permit,
+                Err(e) => {
+                    debug!(error = %e, "request refused by quota");
+                    return Err(error(EdgeError::QuotaExceeded, Some(host)));
+                }
+            }
+        }
+    };
+    let Some(agent) = tunnel.agent.admit_stream() else {
+        return Err(error(EdgeError::AgentBusy, Some(host)));
+    };
+    Ok((add, Permits { _quota: quota, _agent: agent }))
 }
 
 impl Drop for OpenStream {
@@ -154,6 +229,10 @@ async fn proxy(
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         return resp;
     }
+    let (extra_headers, permits) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
     let Ok(authority) = host.parse::<Authority>() else {
         return error(EdgeError::BadHost, Some(&host));
     };
@@ -176,6 +255,9 @@ async fn proxy(
     put(&mut headers, "x-forwarded-for", &peer.ip().to_string());
     put(&mut headers, "x-forwarded-proto", if secure { "https" } else { "http" });
     put(&mut headers, "x-forwarded-host", &host);
+    for (name, value) in extra_headers.iter() {
+        headers.insert(name, value.clone());
+    }
     let stream_kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
     put(&mut headers, stream::KIND, stream_kind.as_str());
     put(&mut headers, stream::TUNNEL, &tunnel.info.name);
@@ -199,7 +281,7 @@ async fn proxy(
 
     let end_of_stream = upgrade.is_none() && body.is_end_stream();
     let metrics = edge.registry.metrics().clone();
-    let open = OpenStream::new(&tunnel, &metrics, kind);
+    let open = OpenStream::new(&tunnel, &metrics, kind, permits);
     let (response, mut send) = match tunnel.agent.open_request(upstream, end_of_stream).await {
         Ok(pair) => pair,
         Err(e @ (OpenError::NotReady | OpenError::AgentGone(_))) => {
@@ -288,7 +370,7 @@ fn respond(
     let tunnel = tunnel.clone();
     let body = Counted::new(H2Body::new(recv), move |n| {
         let _still_open = &open;
-        TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "http" }.outbound(n);
+        TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "http" }.outbound(n)
     });
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
