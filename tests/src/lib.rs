@@ -11,6 +11,7 @@
 //! - [`http`]: hyper clients over rustls for the HTTPS edge, and streaming test bodies.
 //! - [`payload`] and [`sha256`]: deterministic data and checksums.
 
+pub mod faults;
 pub mod http;
 pub mod origin;
 pub mod pki;
@@ -60,6 +61,8 @@ pub struct TestRelay {
     pub ca: PathBuf,
     /// The relay's state directory (revocations, leases).
     pub state_dir: PathBuf,
+    /// The settings it runs with.
+    pub config: RelayConfig,
     /// The relay's registry.
     pub registry: Arc<Registry>,
     /// The relay's certificate store.
@@ -86,7 +89,6 @@ impl TestRelay {
         init_logging();
         let state = tempfile::tempdir()?;
         let certs = CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir })?;
-        let ca = certs.dev().context("dev CA")?.ca_cert.clone();
         let key = TokenKey::from_bytes(rand::random());
         let mut config = RelayConfig {
             tcp_ports: PortRange::Ephemeral,
@@ -95,22 +97,38 @@ impl TestRelay {
             ..RelayConfig::default()
         };
         edit(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let control_addr = listener.local_addr()?;
-        let https = TcpListener::bind("127.0.0.1:0").await?;
-        let https_addr = https.local_addr()?;
-        let http = TcpListener::bind("127.0.0.1:0").await?;
-        let http_addr = http.local_addr()?;
-        let admin = TcpListener::bind("127.0.0.1:0").await?;
-        let admin_addr = admin.local_addr()?;
-        let listeners = RelayListeners { control: listener, http: Some(http), https: Some(https), admin: Some(admin) };
-        let relay = Relay::new(config, certs.clone(), &prometheus::Registry::new())?;
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let listeners = RelayListeners {
+            control: bind().await?,
+            http: Some(bind().await?),
+            https: Some(bind().await?),
+            admin: Some(bind().await?),
+        };
+        Self::launch(config, certs, key, state, listeners).await
+    }
+
+    async fn launch(
+        config: RelayConfig,
+        certs: Arc<CertResolver>,
+        key: TokenKey,
+        state: tempfile::TempDir,
+        listeners: RelayListeners,
+    ) -> anyhow::Result<Self> {
+        let addr = |l: &Option<TcpListener>| -> anyhow::Result<SocketAddr> {
+            Ok(l.as_ref().context("listener")?.local_addr()?)
+        };
+        let control_addr = listeners.control.local_addr()?;
+        let (https_addr, http_addr, admin_addr) =
+            (addr(&listeners.https)?, addr(&listeners.http)?, addr(&listeners.admin)?);
+        let ca = certs.dev().context("dev CA")?.ca_cert.clone();
+        let relay = Relay::new(config.clone(), certs.clone(), &prometheus::Registry::new())?;
         let registry = relay.registry();
         let ready = relay.readiness();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
+        let grace = config.drain_timeout + Duration::from_secs(5);
         let task = tokio::spawn(async move {
-            if let Err(e) = relay.run(listeners, s, Duration::from_secs(5)).await {
+            if let Err(e) = relay.run(listeners, s, grace).await {
                 panic!("relay failed: {e}");
             }
         });
@@ -124,12 +142,31 @@ impl TestRelay {
             key,
             ca,
             state_dir: state.path().into(),
+            config,
             registry,
             certs,
             shutdown,
             task,
             _state: state,
         })
+    }
+
+    /// Stops this relay (draining) and starts a new one on the same addresses, state
+    /// directory, certificates and key: a restart.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let Self {
+            control_addr, http_addr, https_addr, admin_addr, config, certs, key, shutdown, task, _state, ..
+        } = self;
+        shutdown.cancel();
+        task.await?;
+        let bind = |a: SocketAddr| TcpListener::bind(a);
+        let listeners = RelayListeners {
+            control: bind(control_addr).await?,
+            http: Some(bind(http_addr).await?),
+            https: Some(bind(https_addr).await?),
+            admin: Some(bind(admin_addr).await?),
+        };
+        Self::launch(config, certs, key, _state, listeners).await
     }
 
     /// An agent config that trusts this relay, for the given tunnels.
@@ -161,6 +198,7 @@ impl TestRelay {
             exp: None,
             admin: false,
             limits: Default::default(),
+            share: false,
         };
         edit(&mut claims);
         self.key.sign(&claims).unwrap_or_default()

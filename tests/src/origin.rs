@@ -175,3 +175,28 @@ pub async fn websocket_echo() -> anyhow::Result<SocketAddr> {
     });
     Ok(addr)
 }
+
+/// Writes as fast as the peer accepts, forever, counting the bytes written: shows how much a
+/// stalled reader lets pile up along the path.
+pub async fn firehose() -> anyhow::Result<(SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let chunk = vec![0xabu8; 64 * 1024];
+                while let Ok(n) = stream.write(&chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    w.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    Ok((addr, written))
+}

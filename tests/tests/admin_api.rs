@@ -80,6 +80,7 @@ async fn tunnels_are_filtered_by_token_and_kicking_is_scoped() -> anyhow::Result
         exp: None,
         admin: true,
         limits: Default::default(),
+        share: false,
     })?;
     let (status, _) = admin(&relay, Method::GET, "/api/v1/tunnels", Some(&forged)).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -85,6 +85,7 @@ async fn fake_agent(relay: &TestRelay) -> anyhow::Result<tokio_rustls::client::T
         client_id: Some("fake".into()),
         tunnels: vec![TunnelSpec { kind: TunnelKind::Tcp, local_port: 1, remote_port: None, id: None, access: None }],
         agent: "fake".into(),
+        group: None,
     };
     write_message(&mut tls, &Message::Hello(hello)).await?;
     match read_message(&mut tls).await? {

@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use postern_proto::TunnelGrant;
+use std::sync::Arc;
+
 use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
@@ -54,8 +57,10 @@ pub struct AgentState {
     pub client_id: Option<String>,
     /// The last error, if any.
     pub last_error: Option<String>,
-    /// Sessions established so far.
+    /// Sessions established so far (over all connections).
     pub sessions: u64,
+    /// Connections up right now.
+    pub connected: usize,
 }
 
 /// The agent stopped on an error that retrying cannot fix.
@@ -63,21 +68,57 @@ pub struct AgentState {
 #[error(transparent)]
 pub struct AgentError(#[from] pub ConnectError);
 
-/// Keeps a session to the relay up until `shutdown` fires (then unregisters and returns `Ok`),
-/// or a fatal error occurs. State changes are published on `state`.
+/// Keeps `cfg.connections` sessions to the relay up until `shutdown` fires (then unregisters
+/// and returns `Ok`), or a fatal error occurs on any of them. State changes are published on
+/// `state`.
 pub async fn run(
     cfg: AgentConfig,
     state: watch::Sender<AgentState>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let fail = |e: ConnectError| {
-        state.send_modify(|s| {
-            s.phase = AgentPhase::Failed;
-            s.last_error = Some(e.to_string());
-        });
-        AgentError(e)
+    let state = Arc::new(state);
+    let connector = match connector(&cfg) {
+        Ok(c) => c,
+        Err(e) => return Err(fail(&state, e)),
     };
-    let connector = connector(&cfg).map_err(fail)?;
+    let stop = shutdown.child_token();
+    let mut loops = tokio::task::JoinSet::new();
+    for i in 0..cfg.connections.clamp(1, 4) {
+        let (cfg, connector, state, stop) = (cfg.clone(), connector.clone(), state.clone(), stop.clone());
+        loops.spawn(connection_loop(i, cfg, connector, state, stop).instrument(info_span!("connection", n = i)));
+    }
+    let mut result = Ok(());
+    while let Some(r) = loops.join_next().await {
+        if let Ok(Err(e)) = r {
+            // One fatal error (a revoked token, say) stops every connection.
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    if result.is_ok() {
+        state.send_modify(|s| s.phase = AgentPhase::Stopped);
+    }
+    result
+}
+
+fn fail(state: &watch::Sender<AgentState>, e: ConnectError) -> AgentError {
+    state.send_modify(|s| {
+        s.phase = AgentPhase::Failed;
+        s.last_error = Some(e.to_string());
+    });
+    AgentError(e)
+}
+
+/// One connection's reconnect loop.
+async fn connection_loop(
+    index: usize,
+    cfg: AgentConfig,
+    connector: TlsConnector,
+    state: Arc<watch::Sender<AgentState>>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
     loop {
         let attempt = tokio::select! {
@@ -88,18 +129,32 @@ pub async fn run(
             Ok(connected) => {
                 backoff.reset();
                 let w = connected.welcome.clone();
+                let up = std::sync::atomic::AtomicBool::new(false);
                 let ready = || {
-                    info!(session = %w.session_id, client = %w.client_id, "connected to relay");
+                    up.store(true, std::sync::atomic::Ordering::Relaxed);
+                    info!(session = %w.session_id, client = %w.client_id, connection = index, "connected to relay");
                     state.send_modify(|s| {
-                        s.phase = AgentPhase::Connected;
-                        s.tunnels = w.tunnels.clone();
-                        s.session_id = Some(w.session_id.clone());
-                        s.client_id = Some(w.client_id.clone());
-                        s.last_error = None;
+                        s.connected += 1;
                         s.sessions += 1;
+                        s.phase = AgentPhase::Connected;
+                        s.last_error = None;
+                        if s.connected == 1 {
+                            s.tunnels = w.tunnels.clone();
+                            s.session_id = Some(w.session_id.clone());
+                            s.client_id = Some(w.client_id.clone());
+                        }
                     });
                 };
-                match session::serve(connected, &cfg, &shutdown, ready).await {
+                let end = session::serve(connected, &cfg, &shutdown, ready).await;
+                if up.load(std::sync::atomic::Ordering::Relaxed) {
+                    state.send_modify(|s| {
+                        s.connected = s.connected.saturating_sub(1);
+                        if s.connected == 0 && s.phase == AgentPhase::Connected {
+                            s.phase = AgentPhase::Reconnecting;
+                        }
+                    });
+                }
+                match end {
                     Ok(SessionEnd::Unregistered) => break,
                     Ok(SessionEnd::RelayClosed) => "relay closed the connection".to_string(),
                     Err(e) => e.to_string(),
@@ -114,15 +169,17 @@ pub async fn run(
                     other => other.is_fatal() && !ever_connected,
                 };
                 if fatal {
-                    return Err(fail(e));
+                    return Err(fail(&state, e));
                 }
                 e.to_string()
             }
         };
         let delay = backoff.next_delay();
-        warn!(error = %error, retry_in = ?delay, "relay session lost; reconnecting");
+        warn!(error = %error, retry_in = ?delay, connection = index, "relay session lost; reconnecting");
         state.send_modify(|s| {
-            s.phase = AgentPhase::Reconnecting;
+            if s.connected == 0 {
+                s.phase = AgentPhase::Reconnecting;
+            }
             s.last_error = Some(error);
         });
         tokio::select! {
@@ -130,6 +187,5 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         }
     }
-    state.send_modify(|s| s.phase = AgentPhase::Stopped);
     Ok(())
 }

@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub local_h2c: bool,
     /// Traffic counters, shared with whoever observes the agent (the status endpoint).
     pub stats: Arc<AgentStats>,
+    /// Connections to keep to the relay (1-4); streams are spread over them.
+    pub connections: usize,
+    /// Random id of this client instance, shared by its connections.
+    pub group: String,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -67,6 +71,8 @@ impl AgentConfig {
             host_header: HostHeader::Preserve,
             local_h2c: false,
             stats: Arc::default(),
+            connections: 1,
+            group: format!("{:016x}", rand::random::<u64>()),
         }
     }
 }

@@ -119,6 +119,7 @@ async fn attempt(cfg: &AgentConfig, connector: &TlsConnector) -> Result<Connecte
         client_id: cfg.client_id.clone(),
         tunnels: cfg.tunnels.clone(),
         agent: concat!("postern/", env!("CARGO_PKG_VERSION")).into(),
+        group: Some(cfg.group.clone()),
     };
     write_message(&mut tls, &Message::Hello(hello)).await?;
     match read_message(&mut tls).await? {

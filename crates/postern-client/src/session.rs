@@ -65,7 +65,7 @@ pub async fn serve(
         clients: LocalClients::new(cfg.local_connect_timeout),
     });
     let mut conn = mux::server_builder().handshake::<_, Bytes>(tls).await?;
-    let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(1_000, 300_000));
+    let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 300_000));
     let heartbeat = heartbeat(conn.ping_pong(), interval, interval * 3);
     tokio::pin!(heartbeat);
     let mut control: Option<SendStream<Bytes>> = None;

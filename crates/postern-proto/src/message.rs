@@ -96,6 +96,10 @@ pub struct Hello {
     /// Software name and version of the agent, for logs.
     #[serde(default)]
     pub agent: String,
+    /// Random id of this client process: its several connections (`--connections N`) share it,
+    /// so they serve the same tunnels instead of competing for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl std::fmt::Debug for Hello {
@@ -105,6 +109,7 @@ impl std::fmt::Debug for Hello {
             .field("client_id", &self.client_id)
             .field("tunnels", &self.tunnels)
             .field("agent", &self.agent)
+            .field("group", &self.group)
             .finish()
     }
 }

@@ -45,6 +45,10 @@ pub struct Claims {
     /// May use the whole admin API.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
+    /// Several clients holding tokens of this subject may serve the same tunnel names at once,
+    /// load-balanced with failover.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share: bool,
     /// Quotas; absent fields are unlimited (within the relay's own caps).
     #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
     pub limits: Limits,
@@ -230,6 +234,7 @@ mod tests {
             exp: Some(2_000),
             admin: false,
             limits: Limits { max_tunnels: Some(2), ..Limits::default() },
+            share: false,
         }
     }
 

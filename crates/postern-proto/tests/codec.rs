@@ -27,6 +27,7 @@ fn sample_messages() -> Vec<Message> {
                 },
             ],
             agent: "postern/0.1.0".into(),
+            group: Some("g1".into()),
         }),
         Message::Welcome(Welcome {
             session_id: "a1b2".into(),

@@ -5,6 +5,7 @@
 //! if every entry is live, new failures are not tracked (connections are still capped).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ struct Failures {
 /// Connection and failure accounting by source address.
 #[derive(Debug)]
 pub struct IpLimits {
-    per_ip: usize,
-    max_failures: u32,
+    per_ip: AtomicUsize,
+    max_failures: AtomicU32,
     window: Duration,
     block: Duration,
     conns: DashMap<IpAddr, usize>,
@@ -51,13 +52,26 @@ impl IpLimits {
     /// At most `per_ip` connections per address; `max_failures` authentication failures within
     /// `window` block the address for `block`.
     pub fn new(per_ip: usize, max_failures: u32, window: Duration, block: Duration) -> Arc<Self> {
-        Arc::new(Self { per_ip, max_failures, window, block, conns: DashMap::new(), failures: DashMap::new() })
+        Arc::new(Self {
+            per_ip: AtomicUsize::new(per_ip),
+            max_failures: AtomicU32::new(max_failures),
+            window,
+            block,
+            conns: DashMap::new(),
+            failures: DashMap::new(),
+        })
+    }
+
+    /// Changes the limits (reload); connections over a lowered cap stay, new ones wait.
+    pub fn set_limits(&self, per_ip: usize, max_failures: u32) {
+        self.per_ip.store(per_ip, Ordering::Relaxed);
+        self.max_failures.store(max_failures, Ordering::Relaxed);
     }
 
     /// Counts a new connection from `ip`, or `None` when the address is at its cap.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpPermit> {
         let mut n = self.conns.entry(ip).or_insert(0);
-        if *n >= self.per_ip {
+        if *n >= self.per_ip.load(Ordering::Relaxed) {
             return None;
         }
         *n += 1;
@@ -86,7 +100,7 @@ impl IpLimits {
             *f = Failures { count: 0, window_start: now, blocked_until: None };
         }
         f.count += 1;
-        if f.count >= self.max_failures {
+        if f.count >= self.max_failures.load(Ordering::Relaxed) {
             f.blocked_until = Some(now + self.block);
         }
     }

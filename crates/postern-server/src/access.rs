@@ -113,6 +113,11 @@ impl Policies {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
     }
 
+    /// Every policy.
+    pub fn list(&self) -> Vec<Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).to_vec()
+    }
+
     /// The policies applying to tunnel id `id`.
     pub fn matching(&self, id: &str) -> Vec<Policy> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).iter().filter(|p| glob(&p.ids, id)).cloned().collect()

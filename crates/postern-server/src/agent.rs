@@ -37,6 +37,7 @@ pub struct AgentHandle {
     send: Arc<OnceLock<SendRequest<Bytes>>>,
     closed: CancellationToken,
     streams: Arc<Semaphore>,
+    max_streams: u32,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -57,13 +58,30 @@ impl AgentHandle {
         closed: CancellationToken,
         max_streams: usize,
     ) -> Self {
+        let max_streams = max_streams.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
         Self {
             session_id,
             client_id,
             send: Arc::new(OnceLock::new()),
             closed,
-            streams: Arc::new(Semaphore::new(max_streams)),
+            streams: Arc::new(Semaphore::new(max_streams as usize)),
+            max_streams,
         }
+    }
+
+    /// True while the connection is up and not closing.
+    pub fn is_live(&self) -> bool {
+        self.is_attached() && !self.closed.is_cancelled()
+    }
+
+    /// Stream slots free on this connection.
+    pub fn free_streams(&self) -> usize {
+        self.streams.available_permits()
+    }
+
+    /// Resolves once no stream is open on this connection (for draining).
+    pub async fn idle(&self) {
+        let _ = self.streams.acquire_many(self.max_streams).await;
     }
 
     /// Admits one more stream on this agent's connection, or `None` at its cap.

@@ -215,6 +215,7 @@ mod tests {
             exp,
             admin,
             limits: Default::default(),
+            share: false,
         };
         key().sign(&claims).expect("sign")
     }

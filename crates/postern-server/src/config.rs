@@ -108,11 +108,14 @@ pub struct RelayConfig {
     pub max_auth_failures: u32,
     /// Concurrent streams (public connections and requests) on one agent connection.
     pub max_streams_per_agent: usize,
+    /// On shutdown, how long streams in flight may take to finish.
+    pub drain_timeout: Duration,
     /// Time an agent has to finish TLS and send its Hello.
     pub handshake_timeout: Duration,
     /// Interval between h2 PINGs to each agent.
     pub heartbeat_interval: Duration,
-    /// An agent that has not answered a PING for this long is dropped.
+    /// An agent that has not answered a PING for this long is dropped. With the defaults a dead
+    /// agent is noticed within 3 heartbeat intervals (10 s wait + 20 s timeout).
     pub heartbeat_timeout: Duration,
     /// Concurrent agent connections, handshaking ones included.
     pub max_agents: usize,
@@ -189,9 +192,10 @@ impl Default for RelayConfig {
             max_connections_per_ip: 1024,
             max_auth_failures: 10,
             max_streams_per_agent: 10_000,
+            drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(20),
             max_agents: 10_000,
             max_tunnels_per_agent: 32,
             max_public_connections: 50_000,

@@ -52,4 +52,4 @@ pub use certs::{CertResolver, CertSource};
 pub use config::{ConfigError, PortRange, RelayConfig};
 pub use metrics::RelayMetrics;
 pub use registry::{Registry, TunnelInfo};
-pub use relay::{Relay, RelayError, RelayListeners};
+pub use relay::{Relay, RelayError, RelayListeners, ReloadReport, Reloader};

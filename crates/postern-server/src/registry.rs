@@ -130,13 +130,33 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A registered tunnel: its description, counters, and the way to reach its agent.
+/// One agent connection serving a tunnel.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its session.
+    pub session_id: String,
+    /// The way to open streams on it.
+    pub agent: AgentHandle,
+}
+
+/// A registered tunnel: its description, counters, and the agent connections serving it.
+///
+/// A tunnel may be served by several connections: those of one client (`--connections N`, same
+/// group), or of several clients when their token allows sharing. Each stream goes to the
+/// least-loaded live one; the tunnel lives while any is left.
 #[derive(Debug)]
 pub struct Tunnel {
-    /// Description.
+    /// Description (of its first registration).
     pub info: TunnelInfo,
-    /// The agent serving it.
-    pub agent: AgentHandle,
+    members: Mutex<Vec<Member>>,
+    /// The client instance that registered it, for further connections of the same client.
+    pub group: Option<String>,
+    /// What identifies that client across reconnects (its group, else its client id): the key
+    /// of its TCP port lease.
+    pub instance: String,
+    rr: std::sync::atomic::AtomicUsize,
+    /// Other clients of the same owner may join (load balancing, failover).
+    pub shareable: bool,
     /// Live counters.
     pub stats: Arc<TunnelStats>,
     /// Fires when this tunnel closes (its agent left, or it was kicked); stops its listener.
@@ -149,21 +169,70 @@ pub struct Tunnel {
     pub quota: Option<Arc<TokenQuota>>,
     /// Its place in the token's tunnel quota, given back when it is removed.
     pub slot: Mutex<Option<TunnelSlot>>,
+    /// The public listener of a TCP tunnel; dropped (port released) when it is removed.
+    pub listener: Mutex<Option<tokio::net::TcpListener>>,
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl Tunnel {
-    /// A public tunnel for `info`, served by `agent`, closing with `closed`, with no quota.
-    pub fn new(info: TunnelInfo, agent: AgentHandle, closed: CancellationToken) -> Self {
+    /// A public tunnel for `info`, served by `agent`, with no quota.
+    pub fn new(info: TunnelInfo, agent: AgentHandle) -> Self {
         Self {
+            members: Mutex::new(vec![Member { session_id: info.session_id.clone(), agent }]),
             info,
-            agent,
+            group: None,
+            instance: String::new(),
+            rr: std::sync::atomic::AtomicUsize::new(0),
+            shareable: false,
             stats: Arc::default(),
-            closed,
+            closed: CancellationToken::new(),
             alias: OnceLock::new(),
             access: ClientAccess::default(),
             quota: None,
             slot: Mutex::new(None),
+            listener: Mutex::new(None),
+            announced: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Polls the TCP listener for a connection; an error once the tunnel was removed.
+    pub fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>> {
+        match self.listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(l) => l.poll_accept(cx),
+            None => std::task::Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "tunnel closed"))),
+        }
+    }
+
+    fn members(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Session ids of the connections serving it.
+    pub fn sessions(&self) -> Vec<String> {
+        self.members().iter().map(|m| m.session_id.clone()).collect()
+    }
+
+    /// True when some connection serving it is up.
+    pub fn is_live(&self) -> bool {
+        self.members().iter().any(|m| m.agent.is_live())
+    }
+
+    /// The live connection with the most free stream slots, and one of its slots. `Err(true)`
+    /// when live connections exist but all are at their cap, `Err(false)` when none is live.
+    pub fn pick(&self) -> Result<(AgentHandle, tokio::sync::OwnedSemaphorePermit), bool> {
+        let mut live: Vec<AgentHandle> =
+            self.members().iter().filter(|m| m.agent.is_live()).map(|m| m.agent.clone()).collect();
+        if live.is_empty() {
+            return Err(false);
+        }
+        // Rotate first so equally loaded connections take turns (the sort is stable).
+        let turn = self.rr.fetch_add(1, Ordering::Relaxed) % live.len();
+        live.rotate_left(turn);
+        live.sort_by_key(|a| std::cmp::Reverse(a.free_streams()));
+        live.into_iter().find_map(|a| a.admit_stream().map(|p| (a, p))).ok_or(true)
     }
 }
 
@@ -295,16 +364,18 @@ impl Registry {
         };
         self.metrics.tunnels.with_label_values(&[added.info.kind.as_str()]).inc();
         match added.info.public_port {
-            Some(port) => self.leases.hold_port(port, &added.info.owner, &added.info.client_id, added.info.local_port),
+            Some(port) => self.leases.hold_port(port, &added.info.owner, &added.instance, added.info.local_port),
             None => self.leases.hold_name(&added.info.name, &added.info.owner),
         }
         self.changes.send_modify(|n| *n += 1);
         Ok(added)
     }
 
-    /// Announces that `tunnel` serves traffic.
+    /// Announces that `tunnel` serves traffic (once).
     pub fn announce_up(&self, tunnel: &Tunnel) {
-        self.announce(EventKind::TunnelUp, &tunnel.info.owner, Some(tunnel.info.clone()), None);
+        if !tunnel.announced.swap(true, Ordering::Relaxed) {
+            self.announce(EventKind::TunnelUp, &tunnel.info.owner, Some(tunnel.info.clone()), None);
+        }
     }
 
     /// Makes `alias` another key for `tunnel`, unless it is taken or leased to another owner.
@@ -323,15 +394,68 @@ impl Registry {
         }
     }
 
-    /// Removes the key `name` if it is still served by `session_id`. Removing a tunnel's name
-    /// (not an alias) closes the tunnel and announces it.
-    pub fn remove(&self, name: &str, session_id: &str) -> Option<Arc<Tunnel>> {
-        let (_, t) = self.tunnels.remove_if(name, |_, t| t.info.session_id == session_id)?;
-        if t.info.name == name {
+    /// Adds connection `agent` (session `session_id`) to the live tunnel `name`, if `owner` may
+    /// join it: same owner and same client `group`, or both sides shareable.
+    pub fn join(
+        &self,
+        name: &str,
+        session_id: &str,
+        agent: &AgentHandle,
+        owner: &str,
+        group: Option<&str>,
+        shareable: bool,
+    ) -> Option<Arc<Tunnel>> {
+        let t = self.tunnels.get(name).filter(|t| t.info.name == name).map(|t| t.clone())?;
+        let same_group = group.is_some() && t.group.as_deref() == group;
+        let already = t.members().iter().any(|m| m.session_id == session_id);
+        if t.info.owner != owner || !(same_group || (shareable && t.shareable)) || t.closed.is_cancelled() || already {
+            return None;
+        }
+        t.members().push(Member { session_id: session_id.to_string(), agent: agent.clone() });
+        self.changes.send_modify(|n| *n += 1);
+        Some(t)
+    }
+
+    /// A live TCP tunnel of client `group` forwarding to `local_port` that session
+    /// `session_id` does not serve yet, for that client's next connection.
+    pub fn find_tcp(&self, owner: &str, group: &str, local_port: u16, session_id: &str) -> Option<String> {
+        self.tunnels
+            .iter()
+            .find(|t| {
+                t.info.kind == TunnelKind::Tcp
+                    && t.info.owner == owner
+                    && t.group.as_deref() == Some(group)
+                    && t.info.local_port == local_port
+                    && !t.members().iter().any(|m| m.session_id == session_id)
+            })
+            .map(|t| t.info.name.clone())
+    }
+
+    /// Session `session_id` stops serving `name`; the tunnel goes when no connection is left.
+    pub fn leave(&self, name: &str, session_id: &str) -> Option<Arc<Tunnel>> {
+        let t = self.tunnels.get(name).filter(|t| t.info.name == name).map(|t| t.clone())?;
+        let empty = {
+            let mut m = t.members();
+            m.retain(|m| m.session_id != session_id);
+            m.is_empty()
+        };
+        if empty {
+            self.remove(name)
+        } else {
+            self.changes.send_modify(|n| *n += 1);
+            None
+        }
+    }
+
+    /// Removes tunnel `name` (and its alias): closes it, starts its leases, announces it.
+    fn remove(&self, name: &str) -> Option<Arc<Tunnel>> {
+        let (_, t) = self.tunnels.remove_if(name, |_, t| t.info.name == name)?;
+        {
             if let Some(alias) = t.alias.get() {
                 self.tunnels.remove_if(alias, |_, a| Arc::ptr_eq(a, &t));
             }
-            let was_live = !t.closed.is_cancelled() && t.agent.is_attached();
+            let was_live = !t.closed.is_cancelled() && t.announced.load(Ordering::Relaxed);
+            drop(t.listener.lock().unwrap_or_else(|p| p.into_inner()).take());
             t.closed.cancel();
             drop(t.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
             match t.info.public_port {
@@ -356,8 +480,7 @@ impl Registry {
 
     /// Closes a tunnel whoever serves it (the API's kick).
     pub fn kick_tunnel(&self, name: &str) -> Option<Arc<Tunnel>> {
-        let session = self.tunnels.get(name).filter(|t| t.info.name == name)?.info.session_id.clone();
-        self.remove(name, &session)
+        self.remove(name)
     }
 
     /// Looks a tunnel up by name or alias.
@@ -438,31 +561,43 @@ impl Registry {
     }
 }
 
-/// The keys one session holds; dropping it removes them, whatever way the session ends.
+/// The tunnels one session serves; dropping it leaves them (a tunnel goes when its last
+/// connection leaves), whatever way the session ends.
 #[derive(Debug)]
 pub struct Registration {
     registry: Arc<Registry>,
     session_id: String,
-    keys: Vec<String>,
     tunnels: Vec<Arc<Tunnel>>,
 }
 
 impl Registration {
     /// An empty registration for `session_id`.
     pub fn new(registry: Arc<Registry>, session_id: String) -> Self {
-        Self { registry, session_id, keys: Vec::new(), tunnels: Vec::new() }
+        Self { registry, session_id, tunnels: Vec::new() }
     }
 
-    /// Registers `tunnel` under its name.
+    /// Registers a new tunnel under its name.
     pub fn insert(&mut self, tunnel: Tunnel) -> Result<Arc<Tunnel>, NameTaken> {
-        let name = tunnel.info.name.clone();
         let t = self.registry.insert(tunnel)?;
-        self.keys.push(name);
         self.tunnels.push(t.clone());
         Ok(t)
     }
 
-    /// Announces every registered tunnel as up.
+    /// Serves an existing tunnel too (see [`Registry::join`]).
+    pub fn join(
+        &mut self,
+        name: &str,
+        agent: &AgentHandle,
+        owner: &str,
+        group: Option<&str>,
+        shareable: bool,
+    ) -> Option<Arc<Tunnel>> {
+        let t = self.registry.join(name, &self.session_id, agent, owner, group, shareable)?;
+        self.tunnels.push(t.clone());
+        Some(t)
+    }
+
+    /// Announces every tunnel as up (those already up stay quiet).
     pub fn announce_up(&self) {
         for t in &self.tunnels {
             self.registry.announce_up(t);
@@ -471,19 +606,15 @@ impl Registration {
 
     /// Registers `alias` for `tunnel`.
     pub fn insert_alias(&mut self, alias: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
-        self.registry.insert_alias(alias, tunnel)?;
-        self.keys.push(alias.to_string());
-        Ok(())
+        self.registry.insert_alias(alias, tunnel)
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        for key in &self.keys {
-            if let Some(t) = self.registry.remove(key, &self.session_id) {
-                if t.info.name == *key {
-                    tracing::info!(tunnel = %key, "tunnel down");
-                }
+        for t in &self.tunnels {
+            if self.registry.leave(&t.info.name, &self.session_id).is_some() {
+                tracing::info!(tunnel = %t.info.name, "tunnel down");
             }
         }
     }

@@ -116,6 +116,17 @@ impl Relay {
         self.registry.clone()
     }
 
+    /// What a reload can change while tunnels stay up.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            certs: self.certs.clone(),
+            revocations: self.revocations.clone(),
+            policies: self.config.policies.clone(),
+            ip_limits: self.ip_limits.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+
     /// Readiness: `serving()` resolves once every listener is up.
     pub fn readiness(&self) -> Arc<Readiness> {
         self.ready.clone()
@@ -223,6 +234,46 @@ impl Relay {
             warn!(sessions = sessions.len(), "connections still open after the shutdown grace period");
         }
         Ok(())
+    }
+}
+
+/// Applies a new configuration to a running relay without dropping anything: certificates,
+/// the revocation list, access policies and per-address limits. Everything else (addresses,
+/// domain, tokens, timeouts) needs a restart.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    certs: Arc<CertResolver>,
+    revocations: Arc<Revocations>,
+    policies: crate::access::Policies,
+    ip_limits: Arc<IpLimits>,
+    registry: Arc<Registry>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Certificates now served.
+    pub certificates: usize,
+    /// Tokens revoked since the last read; their sessions were disconnected.
+    pub revoked: usize,
+    /// Policies now in force.
+    pub policies: usize,
+}
+
+impl Reloader {
+    /// Re-reads certificates and revocations and applies `config`'s reloadable settings. On a
+    /// failure nothing further is changed and the error says what failed.
+    pub fn reload(&self, config: &RelayConfig) -> Result<ReloadReport, RelayError> {
+        let certificates = self.certs.reload()?;
+        let ids = self.revocations.refresh()?;
+        for id in &ids {
+            self.registry.kick_token(id);
+        }
+        let list = config.policies.list();
+        let policies = list.len();
+        self.policies.replace(list);
+        self.ip_limits.set_limits(config.max_connections_per_ip, config.max_auth_failures);
+        Ok(ReloadReport { certificates, revoked: ids.len(), policies })
     }
 }
 

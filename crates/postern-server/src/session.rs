@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use h2::{Ping, PingPong};
 use http::StatusCode;
+use postern_proto::frame::encode;
 use postern_proto::stream::StreamKind;
 use postern_proto::{
     hostname, Control, DecodeError, Decoder, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec,
@@ -24,7 +25,7 @@ use postern_proto::{
 use postern_transport::framed::{read_message, write_message, FrameIoError};
 use postern_transport::mux;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -269,8 +270,17 @@ async fn serve(
     let mut grants = Vec::new();
     let mut listeners = Vec::new();
     for spec in &hello.tunnels {
-        let who = Who { client_id: &client_id, identity: &identity, session_id: &session_id, peer, quota: &quota };
-        match reserve(spec, &who, shared, &agent, &closed, &mut registration).await {
+        let who = Who {
+            client_id: &client_id,
+            identity: &identity,
+            session_id: &session_id,
+            peer,
+            quota: &quota,
+            group: hello.group.as_deref().filter(|g| !g.is_empty() && g.len() <= 64),
+            explicit_id: hello.client_id.is_some()
+                || identity.claims.as_ref().is_some_and(|c| hostname::is_label(&c.sub.to_ascii_lowercase())),
+        };
+        match reserve(spec, &who, shared, &agent, &mut registration).await {
             Ok((grant, listener)) => {
                 grants.push(grant);
                 listeners.extend(listener);
@@ -292,15 +302,15 @@ async fn serve(
     for grant in &grants {
         info!(tunnel = %grant.name, url = %grant.public_url, "tunnel up");
     }
-    for (tunnel, listener) in listeners {
+    for tunnel in listeners {
         let metrics = shared.registry.metrics().clone();
         let edge = tcp_edge::serve(
-            listener,
             tunnel,
             shared.public_conns.clone(),
             metrics,
             shared.ip_limits.clone(),
             shared.config.policies.clone(),
+            shutdown.clone(),
         );
         tokio::spawn(edge.instrument(Span::current()));
     }
@@ -322,16 +332,36 @@ async fn serve(
 
     let ping_pong = conn.ping_pong();
     let cfg = &shared.config;
+    let (to_agent, outbox) = tokio::sync::mpsc::channel(8);
+    let control = control(&agent, outbox);
+    tokio::pin!(control);
+    let heartbeat = heartbeat(ping_pong, cfg.heartbeat_interval, cfg.heartbeat_timeout);
+    tokio::pin!(heartbeat);
+    let ended = |r: Result<(), h2::Error>| match r {
+        Ok(()) => Ok(SessionEnd::AgentClosed),
+        Err(e) if e.is_io() || e.is_go_away() => Ok(SessionEnd::AgentClosed),
+        Err(e) => Err(SessionError::Mux(e)),
+    };
     let outcome = tokio::select! {
-        r = &mut conn => match r {
-            Ok(()) => Ok(SessionEnd::AgentClosed),
-            Err(e) if e.is_io() || e.is_go_away() => Ok(SessionEnd::AgentClosed),
-            Err(e) => Err(SessionError::Mux(e)),
-        },
-        e = heartbeat(ping_pong, cfg.heartbeat_interval, cfg.heartbeat_timeout) => Err(e),
-        r = control(&agent) => r,
-        _ = shutdown.cancelled() => Ok(SessionEnd::RelayShutdown),
+        r = &mut conn => ended(r),
+        e = &mut heartbeat => Err(e),
+        r = &mut control => r,
         _ = kick.cancelled() => Ok(SessionEnd::Kicked),
+        _ = shutdown.cancelled() => {
+            // Drain: no new streams reach this agent (listeners are closed); tell it, let the
+            // streams in flight finish, then close.
+            let deadline = cfg.drain_timeout;
+            let _ = to_agent.try_send(Control::Drain { deadline_ms: deadline.as_millis() as u64 });
+            tokio::select! {
+                r = &mut conn => ended(r),
+                _ = agent.idle() => Ok(SessionEnd::RelayShutdown),
+                _ = &mut control => Ok(SessionEnd::RelayShutdown),
+                _ = tokio::time::sleep(deadline) => {
+                    warn!(?deadline, "drain deadline reached with streams still open");
+                    Ok(SessionEnd::RelayShutdown)
+                }
+            }
+        }
     };
 
     // Tunnels go down before their agent is forgotten, so events read down-then-disconnected.
@@ -347,6 +377,25 @@ struct Who<'a> {
     session_id: &'a str,
     peer: SocketAddr,
     quota: &'a Option<Arc<TokenQuota>>,
+    group: Option<&'a str>,
+    /// The client id came from the Hello or the token, not from the relay.
+    explicit_id: bool,
+}
+
+impl Who<'_> {
+    /// What identifies this client across reconnects and restarts: the client id when the
+    /// client or its token chose it, else the process's instance id.
+    fn instance(&self) -> &str {
+        if self.explicit_id {
+            self.client_id
+        } else {
+            self.group.unwrap_or(self.client_id)
+        }
+    }
+
+    fn shareable(&self) -> bool {
+        self.identity.claims.as_ref().is_some_and(|c| c.share)
+    }
 }
 
 /// Removes the agent from the registry when the session ends, however it ends.
@@ -372,11 +421,13 @@ async fn reserve(
     who: &Who<'_>,
     shared: &Shared,
     agent: &AgentHandle,
-    session_closed: &CancellationToken,
     registration: &mut Registration,
-) -> Result<(TunnelGrant, Option<(Arc<Tunnel>, TcpListener)>), (RefuseCode, String)> {
+) -> Result<(TunnelGrant, Option<Arc<Tunnel>>), (RefuseCode, String)> {
     let access = ClientAccess::from_spec(spec.access.as_ref())
         .map_err(|e| (RefuseCode::BadRequest, format!("invalid access rules: {e}")))?;
+    if let Some(grant) = join_existing(spec, who, shared, agent, registration) {
+        return Ok((grant, None));
+    }
     let slot = match who.quota {
         Some(q) => Some(q.add_tunnel().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?),
         None => None,
@@ -412,7 +463,7 @@ async fn reserve(
                 }
             }
             // A reconnecting client gets the port it had.
-            let leased = leases.port_for(owner, who.client_id, spec.local_port);
+            let leased = leases.port_for(owner, who.instance(), spec.local_port);
             let l = tcp_edge::bind(&shared.config, spec.remote_port, leased, leases)
                 .await
                 .map_err(|e| (e.code(), e.to_string()))?;
@@ -451,10 +502,15 @@ async fn reserve(
         }
     }
     let (name, public_url, kind) = (info.name.clone(), info.public_url.clone(), info.kind);
-    let mut tunnel = Tunnel::new(info, agent.clone(), session_closed.child_token());
+    let mut tunnel = Tunnel::new(info, agent.clone());
+    tunnel.instance = who.instance().to_string();
+    tunnel.group = who.group.map(str::to_string);
+    tunnel.shareable = who.shareable();
     tunnel.access = access;
     tunnel.quota = who.quota.clone();
     tunnel.slot = std::sync::Mutex::new(slot);
+    let is_tcp = listener.is_some();
+    tunnel.listener = std::sync::Mutex::new(listener);
     let tunnel =
         registration.insert(tunnel).map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?;
     // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
@@ -463,7 +519,49 @@ async fn reserve(
         default_url = shared.urls.as_ref().map(|u| u.url(&id, &shared.config.domain));
     }
     let grant = TunnelGrant { name, kind, local_port: spec.local_port, public_url, default_url };
-    Ok((grant, listener.map(|l| (tunnel, l))))
+    Ok((grant, is_tcp.then_some(tunnel)))
+}
+
+/// Another connection of the same client (or a sharing client) serves a tunnel that is already
+/// up: join it instead of opening a second one.
+fn join_existing(
+    spec: &TunnelSpec,
+    who: &Who<'_>,
+    shared: &Shared,
+    agent: &AgentHandle,
+    registration: &mut Registration,
+) -> Option<TunnelGrant> {
+    let owner = who.identity.subject.as_str();
+    let reg = &shared.registry;
+    let name = match spec.kind {
+        TunnelKind::Tcp => match spec.remote_port {
+            Some(port) => format!("tcp-{port}"),
+            None => reg.find_tcp(owner, who.group?, spec.local_port, who.session_id)?,
+        },
+        TunnelKind::Http => {
+            let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
+            if !who.identity.may_use_id(&id) {
+                return None;
+            }
+            hostname::label(&id, spec.local_port)
+        }
+    };
+    let existing = reg.get(&name).filter(|t| t.info.name == name)?;
+    if existing.info.local_port != spec.local_port || existing.info.kind != spec.kind {
+        return None;
+    }
+    let t = registration.join(&name, agent, owner, who.group, who.shareable())?;
+    let default_url = match (t.alias.get(), &shared.urls) {
+        (Some(alias), Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
+        _ => None,
+    };
+    Some(TunnelGrant {
+        name: t.info.name.clone(),
+        kind: t.info.kind,
+        local_port: t.info.local_port,
+        public_url: t.info.public_url.clone(),
+        default_url,
+    })
 }
 
 fn kind_name(m: &Message) -> &'static str {
@@ -522,9 +620,13 @@ async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Dur
     }
 }
 
-/// Opens the control stream and reads the agent's control messages until it unregisters.
-async fn control(agent: &AgentHandle) -> Result<SessionEnd, SessionError> {
-    let (response, _send) = agent.open(StreamKind::Control, "", None).await?;
+/// Opens the control stream, sends what `outbox` yields, and reads the agent's control messages
+/// until it unregisters.
+async fn control(
+    agent: &AgentHandle,
+    mut outbox: tokio::sync::mpsc::Receiver<Control>,
+) -> Result<SessionEnd, SessionError> {
+    let (response, mut send) = agent.open(StreamKind::Control, "", None).await?;
     let response = response.await.map_err(SessionError::Mux)?;
     if response.status() != StatusCode::OK {
         return Err(SessionError::Refused(format!("agent refused the control stream: {}", response.status())));
@@ -532,7 +634,21 @@ async fn control(agent: &AgentHandle) -> Result<SessionEnd, SessionError> {
     let mut body = response.into_body();
     let mut decoder = Decoder::new();
     let mut buf = BytesMut::new();
-    while let Some(chunk) = body.data().await {
+    loop {
+        let chunk = tokio::select! {
+            chunk = body.data() => chunk,
+            Some(msg) = outbox.recv() => {
+                let mut out = BytesMut::new();
+                if encode(&Message::Control(msg), &mut out).is_ok() {
+                    let _ = send.send_data(out.freeze(), false);
+                }
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else {
+            // The agent ended its side of the control stream: it is leaving.
+            return Ok(SessionEnd::Unregistered);
+        };
         let chunk = chunk.map_err(SessionError::Mux)?;
         let _ = body.flow_control().release_capacity(chunk.len());
         buf.extend_from_slice(&chunk);
@@ -543,6 +659,4 @@ async fn control(agent: &AgentHandle) -> Result<SessionEnd, SessionError> {
             }
         }
     }
-    // The agent ended its side of the control stream: it is leaving.
-    Ok(SessionEnd::Unregistered)
 }

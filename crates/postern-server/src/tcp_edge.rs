@@ -16,11 +16,12 @@ use postern_transport::splice::{socket_to_stream, stream_to_socket, Meter, Splic
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::abuse::IpLimits;
 use crate::access::{self, Policies};
-use crate::agent::OpenError;
+use crate::agent::{AgentHandle, OpenError};
 use crate::config::{PortRange, RelayConfig};
 use crate::leases::Leases;
 use crate::metrics::RelayMetrics;
@@ -105,20 +106,24 @@ pub async fn bind(
     }
 }
 
-/// Accepts public connections for `tunnel` until it closes; then the port is released.
+/// Accepts public connections on `tunnel`'s listener until it closes. The registry drops the
+/// listener (releasing the port) the moment the tunnel is removed.
 pub async fn serve(
-    listener: TcpListener,
     tunnel: Arc<Tunnel>,
     public_conns: Arc<Semaphore>,
     metrics: Arc<RelayMetrics>,
     ip_limits: Arc<IpLimits>,
     policies: Policies,
+    shutdown: CancellationToken,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = tunnel.closed.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            // Draining: stop taking new connections; those in flight go on.
+            _ = shutdown.cancelled() => break,
+            accepted = std::future::poll_fn(|cx| tunnel.poll_accept(cx)) => match accepted {
                 Ok(a) => a,
+                Err(_) if tunnel.closed.is_cancelled() => break,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly instead of spinning.
                     warn!(error = %e, "accept failed on public port");
@@ -146,10 +151,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(agent_slot) = tunnel.agent.admit_stream() else {
-            metrics.public_refused.with_label_values(&["agent_cap"]).inc();
-            debug!(%peer, "public connection refused: agent at its stream cap");
-            continue;
+        let (agent, agent_slot) = match tunnel.pick() {
+            Ok(pair) => pair,
+            Err(busy) => {
+                let reason = if busy { "agent_cap" } else { "agent_unavailable" };
+                metrics.public_refused.with_label_values(&[reason]).inc();
+                debug!(%peer, reason, "public connection refused");
+                continue;
+            }
         };
         let Ok(permit) = public_conns.clone().try_acquire_owned() else {
             metrics.public_refused.with_label_values(&["connection_cap"]).inc();
@@ -166,8 +175,9 @@ pub async fn serve(
                 active.inc();
                 let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
                 let outcome = tokio::select! {
-                    r = handle(stream, peer, &tunnel, &meter) => r,
+                    r = handle(stream, peer, &tunnel, &agent, &meter) => r,
                     _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
+                    _ = agent.closed().cancelled() => Err(EdgeError::AgentGone),
                 };
                 active.dec();
                 match outcome {
@@ -245,10 +255,11 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     tunnel: &Tunnel,
+    agent: &AgentHandle,
     meter: &TunnelMeter<'_>,
 ) -> Result<SpliceStats, EdgeError> {
     let _ = stream.set_nodelay(true);
-    let (response, send) = tunnel.agent.open(StreamKind::Tcp, &tunnel.info.name, Some(peer)).await?;
+    let (response, send) = agent.open(StreamKind::Tcp, &tunnel.info.name, Some(peer)).await?;
     let (reader, writer) = stream.into_split();
     let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send, meter).await?) };
     let down = async {

@@ -42,7 +42,7 @@ pub enum Command {
 }
 
 /// `postern server`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
     /// TOML config file; flags and POSTERN_* variables override its values.
     #[arg(long, short = 'c', env = "POSTERN_CONFIG")]
@@ -149,6 +149,9 @@ pub struct ServerArgs {
     /// Concurrent streams on one client connection [default: 10000]
     #[arg(long)]
     pub max_streams_per_agent: Option<usize>,
+    /// On SIGTERM, how long requests and connections in flight may take to finish [default: 30s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<std::time::Duration>,
     /// Validate the configuration and TLS files, print the result, and exit.
     #[arg(long)]
     pub check: bool,
@@ -184,6 +187,10 @@ pub struct ClientArgs {
     /// 127.0.0.1:4040
     #[arg(long, env = "POSTERN_STATUS_ADDR")]
     pub status: Option<SocketAddr>,
+    /// Connections to keep to the relay (1-4); streams are spread over them and losing one
+    /// keeps the tunnels up on the others
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub connections: u8,
 }
 
 /// `postern token ...`.
@@ -225,6 +232,9 @@ pub struct MintArgs {
     /// Grant full access to the admin API
     #[arg(long)]
     pub admin: bool,
+    /// Let several clients with this subject serve the same names at once (load balanced)
+    #[arg(long)]
+    pub share: bool,
     /// Quota: tunnels open at once
     #[arg(long)]
     pub max_tunnels: Option<u32>,

@@ -70,6 +70,7 @@ struct ClientFile {
     #[serde(default)]
     h2c: bool,
     status: Option<SocketAddr>,
+    connections: Option<u8>,
     #[serde(rename = "tunnel", default)]
     tunnels: Vec<FileTunnel>,
 }
@@ -107,6 +108,7 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
         local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
         max_backoff: std::time::Duration::from_secs(30),
         status: file.status,
+        connections: file.connections.unwrap_or(1).clamp(1, 4),
     };
     let default_id = default_id(&client).unwrap_or_else(machine_id);
     let mut tunnels = Vec::new();
@@ -210,6 +212,7 @@ pub fn agent_config(c: &ClientArgs, tunnels: Vec<TunnelSpec>, http: &HttpOptions
     cfg.local_host = c.local_host.clone();
     cfg.max_backoff = c.max_backoff;
     cfg.local_h2c = http.h2c;
+    cfg.connections = usize::from(c.connections);
     cfg.host_header = match http.host_header.as_str() {
         "" | "preserve" => HostHeader::Preserve,
         "rewrite" => HostHeader::Rewrite,
@@ -243,11 +246,16 @@ pub async fn run_agent(
 }
 
 async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String) {
-    let mut printed = 0;
+    // Print the URLs when the client goes from no connection to some (with several
+    // connections, once, not per connection).
+    let (mut was_up, mut printed) = (false, 0u32);
     while rx.changed().await.is_ok() {
         let s = rx.borrow_and_update().clone();
-        if s.phase == AgentPhase::Connected && s.sessions != printed {
-            printed = s.sessions;
+        let up = s.phase == AgentPhase::Connected && s.connected > 0;
+        let rising = up && !was_up;
+        was_up = up;
+        if rising {
+            printed += 1;
             if printed > 1 {
                 println!("reconnected");
             }

@@ -32,6 +32,7 @@
 //! max_connections_per_ip = 1024
 //! max_auth_failures = 10
 //! max_streams_per_agent = 10000
+//! drain_timeout = "30s"
 //!
 //! [[policy]]                       # operator access policy, by tunnel id
 //! ids = "internal-*"
@@ -81,6 +82,7 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     pub max_auth_failures: Option<u32>,
     pub max_streams_per_agent: Option<usize>,
+    pub drain_timeout: Option<String>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<FilePolicy>,
 }

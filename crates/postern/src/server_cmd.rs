@@ -7,15 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use postern_server::access::Policies;
 use postern_server::webhook::Webhook;
-use postern_server::{keys, CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners};
+use postern_server::{keys, CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners, Reloader};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServerArgs;
 use crate::file_config::{duration, FileConfig, FilePolicy};
 use crate::signals::shutdown_token;
 
-/// How long sessions get to end after SIGTERM/Ctrl-C.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long sessions get to close after their drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The relay's settings after merging flags, environment, file and defaults.
 #[derive(Debug)]
@@ -135,6 +136,10 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             .max_streams_per_agent
             .or(file.max_streams_per_agent)
             .unwrap_or(d.max_streams_per_agent),
+        drain_timeout: args
+            .drain_timeout
+            .or(duration("drain_timeout", file.drain_timeout.as_deref())?)
+            .unwrap_or(d.drain_timeout),
     };
     let control_addr = args.control_addr.or(file.control_addr).unwrap_or(if dev { local(7000) } else { any(7000) });
     let http_addr =
@@ -151,7 +156,9 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
 /// Runs `postern server`, registering its metrics in `metrics`.
 pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Result<()> {
     let check = args.check;
-    let r = resolve(args)?;
+    // Signal handlers first, so a SIGTERM that arrives while starting up still drains.
+    let shutdown = shutdown_token();
+    let r = resolve(args.clone())?;
     let certs = CertResolver::load(r.certs.clone()).context("loading the relay certificates")?;
     if check {
         println!(
@@ -202,10 +209,12 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
         );
     }
     println!("{}", agent_policy(&r));
-    let relay = Relay::new(r.config, certs.clone(), metrics)?;
-    let shutdown = shutdown_token();
-    tokio::spawn(reload_on_hangup(certs, shutdown.clone()));
-    relay.run(RelayListeners { control, http, https, admin }, shutdown, SHUTDOWN_GRACE).await?;
+    // Sessions get the drain timeout, then a moment to close.
+    let grace = r.config.drain_timeout + SHUTDOWN_GRACE;
+    let relay = Relay::new(r.config, certs, metrics)?;
+    tokio::spawn(reload_on_change(args, relay.reloader(), shutdown.clone()));
+    relay.run(RelayListeners { control, http, https, admin }, shutdown, grace).await?;
+    println!("postern relay stopped");
     Ok(())
 }
 
@@ -224,22 +233,54 @@ fn show(addr: Option<SocketAddr>) -> String {
     addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
 }
 
-/// SIGHUP reloads certificates; tunnels and connections stay up.
-#[cfg(unix)]
-async fn reload_on_hangup(certs: std::sync::Arc<CertResolver>, shutdown: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+/// Reloads on SIGHUP, and when the `--config` file's content changes (checked every 2 s):
+/// certificates, revocations, access policies and per-address limits. Tunnels stay up.
+async fn reload_on_change(args: ServerArgs, reloader: Reloader, shutdown: CancellationToken) {
+    let fingerprint = |args: &ServerArgs| args.config.as_ref().and_then(|p| std::fs::read(p).ok());
+    let mut seen = fingerprint(&args);
+    let mut hup = hangups();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = hup.recv() => if s.is_none() { return },
-        }
-        match certs.reload() {
-            Ok(n) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
-            Err(e) => tracing::warn!(error = %e, "SIGHUP: reload failed; keeping the current certificates"),
+            _ = hup.recv() => "SIGHUP",
+            _ = tick.tick() => {
+                let now = fingerprint(&args);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "config file changed"
+            }
+        };
+        let outcome = resolve(args.clone()).and_then(|r| Ok(reloader.reload(&r.config)?));
+        match outcome {
+            Ok(report) => tracing::info!(
+                why,
+                certificates = report.certificates,
+                revoked = report.revoked,
+                policies = report.policies,
+                "reloaded; tunnels untouched"
+            ),
+            Err(e) => tracing::warn!(why, error = %format!("{e:#}"), "reload failed; keeping the current settings"),
         }
     }
 }
 
-#[cfg(not(unix))]
-async fn reload_on_hangup(_: std::sync::Arc<CertResolver>, _: tokio_util::sync::CancellationToken) {}
+/// SIGHUPs as a channel (never fires where there are no signals).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}

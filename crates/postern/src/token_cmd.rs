@@ -59,6 +59,7 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
             bandwidth: args.bandwidth,
             requests_per_sec: args.requests_per_sec,
         },
+        share: args.share,
     };
     Ok(key.sign(&claims)?)
 }

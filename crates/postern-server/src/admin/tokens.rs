@@ -32,6 +32,8 @@ struct MintRequest {
     admin: bool,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    share: bool,
 }
 
 fn admin_only(who: &Identity) -> Option<Response<AdminBody>> {
@@ -68,6 +70,7 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
         exp,
         admin: r.admin,
         limits: r.limits,
+        share: r.share,
     };
     let token = match key.sign(&claims) {
         Ok(t) => t,

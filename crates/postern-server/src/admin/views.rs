@@ -30,8 +30,10 @@ pub struct TunnelView {
     pub client_id: String,
     /// Subject of the credential that opened it.
     pub owner: String,
-    /// Agent (session) id serving it.
+    /// Agent (session) id that registered it.
     pub agent_id: String,
+    /// Every agent connection serving it now.
+    pub agents: Vec<String>,
     /// Agent's address as the relay sees it.
     pub agent_addr: String,
     /// RFC 3339.
@@ -69,6 +71,7 @@ impl From<&Tunnel> for TunnelView {
             client_id: i.client_id.clone(),
             owner: i.owner.clone(),
             agent_id: i.session_id.clone(),
+            agents: t.sessions(),
             agent_addr: i.agent_addr.to_string(),
             connected_since: rfc3339(i.since),
             active_streams: s.active_streams,

@@ -31,7 +31,7 @@ use crate::abuse::IpLimits;
 use crate::access::{self, Denied};
 use crate::outbound::HttpsClient;
 
-use crate::agent::OpenError;
+use crate::agent::{AgentHandle, OpenError};
 use crate::config::RelayConfig;
 use crate::metrics::RelayMetrics;
 use crate::registry::{Registry, StreamGuard, Tunnel};
@@ -110,7 +110,7 @@ async fn admit(
     peer: SocketAddr,
     secure: bool,
     host: &str,
-) -> Result<(http::HeaderMap, Permits), Response<EdgeBody>> {
+) -> Result<(http::HeaderMap, Permits, AgentHandle), Response<EdgeBody>> {
     let policies = edge.config.policies.matching(&tunnel.info.id);
     if access::check_ip(&tunnel.access, &policies, peer.ip()).is_err() {
         return Err(error(EdgeError::Forbidden, Some(host)));
@@ -151,10 +151,12 @@ async fn admit(
             }
         }
     };
-    let Some(agent) = tunnel.agent.admit_stream() else {
-        return Err(error(EdgeError::AgentBusy, Some(host)));
+    let (agent, slot) = match tunnel.pick() {
+        Ok(pair) => pair,
+        Err(true) => return Err(error(EdgeError::AgentBusy, Some(host))),
+        Err(false) => return Err(error(EdgeError::AgentUnavailable, Some(host))),
     };
-    Ok((add, Permits { _quota: quota, _agent: agent }))
+    Ok((add, Permits { _quota: quota, _agent: slot }, agent))
 }
 
 impl Drop for OpenStream {
@@ -229,7 +231,7 @@ async fn proxy(
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         return resp;
     }
-    let (extra_headers, permits) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
+    let (extra_headers, permits, agent) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -282,7 +284,7 @@ async fn proxy(
     let end_of_stream = upgrade.is_none() && body.is_end_stream();
     let metrics = edge.registry.metrics().clone();
     let open = OpenStream::new(&tunnel, &metrics, kind, permits);
-    let (response, mut send) = match tunnel.agent.open_request(upstream, end_of_stream).await {
+    let (response, mut send) = match agent.open_request(upstream, end_of_stream).await {
         Ok(pair) => pair,
         Err(e @ (OpenError::NotReady | OpenError::AgentGone(_))) => {
             debug!(error = %e, "agent unavailable");
@@ -299,19 +301,19 @@ async fn proxy(
             }
         });
         // `send` moved into the pump; upgrades keep it for the splice below.
-        return respond(response.await, &tunnel, metrics, open, &host);
+        return respond(response.await, &tunnel, &agent, metrics, open, &host);
     }
     let response = match response.await {
         Ok(r) => r,
-        Err(e) => return respond(Err(e), &tunnel, metrics, open, &host),
+        Err(e) => return respond(Err(e), &tunnel, &agent, metrics, open, &host),
     };
     let (Some(on_upgrade), Some(proto)) = (on_upgrade, upgrade) else {
-        return respond(Ok(response), &tunnel, metrics, open, &host);
+        return respond(Ok(response), &tunnel, &agent, metrics, open, &host);
     };
     if response.headers().get(stream::STATUS).map(|v| v.as_bytes()) != Some(b"101") {
         // The local service declined the upgrade; its answer is the response.
         let _ = send.send_data(Bytes::new(), true);
-        return respond(Ok(response), &tunnel, metrics, open, &host);
+        return respond(Ok(response), &tunnel, &agent, metrics, open, &host);
     }
     let (mut parts, recv) = response.into_parts();
     strip_prefixed(&mut parts.headers, stream::PREFIX);
@@ -343,6 +345,7 @@ async fn proxy(
 fn respond(
     response: Result<Response<h2::RecvStream>, h2::Error>,
     tunnel: &Arc<Tunnel>,
+    agent: &AgentHandle,
     metrics: Arc<RelayMetrics>,
     open: OpenStream,
     host: &str,
@@ -351,7 +354,7 @@ fn respond(
         Ok(r) => r,
         Err(e) => {
             debug!(error = %e, "agent did not answer the request");
-            let gone = tunnel.agent.closed().is_cancelled();
+            let gone = agent.closed().is_cancelled();
             let err = if gone { EdgeError::AgentUnavailable } else { EdgeError::LocalFailed };
             return error(err, Some(host));
         }
