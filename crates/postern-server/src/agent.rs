@@ -52,12 +52,7 @@ impl std::fmt::Debug for AgentHandle {
 
 impl AgentHandle {
     /// A handle whose connection is not up yet, allowing `max_streams` streams at once.
-    pub(crate) fn pending(
-        session_id: Arc<str>,
-        client_id: Arc<str>,
-        closed: CancellationToken,
-        max_streams: usize,
-    ) -> Self {
+    pub fn pending(session_id: Arc<str>, client_id: Arc<str>, closed: CancellationToken, max_streams: usize) -> Self {
         let max_streams = max_streams.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
         Self {
             session_id,
@@ -90,7 +85,7 @@ impl AgentHandle {
     }
 
     /// Makes the handle usable.
-    pub(crate) fn attach(&self, send: SendRequest<Bytes>) {
+    pub fn attach(&self, send: SendRequest<Bytes>) {
         let _ = self.send.set(send);
     }
 

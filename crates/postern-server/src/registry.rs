@@ -319,6 +319,7 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     seq: AtomicU64,
+    announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
     leases: Arc<Leases>,
 }
@@ -332,6 +333,7 @@ impl Registry {
             changes: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
             seq: AtomicU64::new(0),
+            announcing: Mutex::new(()),
             metrics,
             leases,
         })
@@ -348,6 +350,8 @@ impl Registry {
     }
 
     fn announce(&self, kind: EventKind, owner: &str, tunnel: Option<TunnelInfo>, agent: Option<AgentInfo>) {
+        // Numbering and sending under one lock, so subscribers see `seq` in order.
+        let _in_order = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         // No subscribers is fine.
         let _ = self.events.send(Event { seq, kind, at: SystemTime::now(), owner: owner.to_string(), tunnel, agent });

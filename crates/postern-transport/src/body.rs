@@ -18,7 +18,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::splice::{send_all, SpliceError};
+use crate::splice::{send_chunked, SpliceError};
 
 /// An h2 stream's incoming half as an HTTP body.
 #[derive(Debug)]
@@ -107,10 +107,15 @@ where
                 Ok(data) => {
                     let n = data.len() as u64;
                     total += n;
-                    send_all(&mut send, data).await?;
+                    // When this was the last frame, END_STREAM rides on it.
+                    let last = body.is_end_stream();
+                    send_chunked(&mut send, data, last).await?;
                     let wait = counted(n);
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
+                    }
+                    if last {
+                        return Ok(total);
                     }
                 }
                 Err(frame) => {

@@ -118,7 +118,16 @@ pub async fn socket_to_stream<R: AsyncRead + Unpin>(
 }
 
 /// Sends `data` on `send`, waiting for flow-control capacity as needed. Does not end the stream.
-pub async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), SpliceError> {
+pub async fn send_all(send: &mut SendStream<Bytes>, data: Bytes) -> Result<(), SpliceError> {
+    send_chunked(send, data, false).await
+}
+
+/// Sends `data` on `send` as capacity allows; with `end`, the last DATA frame carries
+/// END_STREAM (saving a frame, and letting the peer finish the stream without a reset).
+pub async fn send_chunked(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), SpliceError> {
+    if data.is_empty() && end {
+        return send.send_data(data, true).map_err(SpliceError::Stream);
+    }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         match poll_fn(|cx| send.poll_capacity(cx)).await {
@@ -127,7 +136,7 @@ pub async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(
             Some(Ok(0)) => continue,
             Some(Ok(n)) => {
                 let chunk = data.split_to(n.min(data.len()));
-                send.send_data(chunk, false).map_err(SpliceError::Stream)?;
+                send.send_data(chunk, end && data.is_empty()).map_err(SpliceError::Stream)?;
             }
         }
     }

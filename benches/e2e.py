@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: direct loopback vs postern (TCP and HTTP tunnels) vs bore vs rathole
+(tcp and noise transports), all on 127.0.0.1, in one run.
+
+Each path is measured in interleaved rounds (direct, postern-tcp, postern-http, bore,
+rathole-tcp, rathole-noise, then again) and the median is reported, with ratios against direct
+and against each peer. Tools: nginx (1 KiB and 1 MiB files), iperf3, wrk. Writes a markdown
+table (stdout, and into docs/benchmarks.md between the BENCH markers with --write).
+
+Usage: benches/e2e.py [--rounds 3] [--seconds 5] [--peers DIR] [--write]
+"""
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class Procs:
+    """Child processes, each writing to its own log file (a pipe nobody reads would fill up and
+    stall the process under load)."""
+
+    def __init__(self, work):
+        self.procs = []
+        self.work = work
+
+    def start(self, args, **kw):
+        log = os.path.join(self.work, f"proc-{len(self.procs)}.log")
+        p = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True, **kw)
+        p.log = log
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def read_until(proc, pattern, timeout=30, skip=0):
+    """The `skip`-th match of `pattern` in the process's output, waiting for it."""
+    deadline = time.time() + timeout
+    rx = re.compile(pattern)
+    while time.time() < deadline:
+        with open(proc.log) as f:
+            found = [m for m in (rx.search(line) for line in f) if m]
+        if len(found) > skip:
+            return found[skip]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited before printing {pattern}: {open(proc.log).read()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {pattern}")
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def iperf(port, seconds, streams=1):
+    out = subprocess.run(
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J", "-O", "1"],
+        capture_output=True, text=True, timeout=seconds + 30)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    return data["end"]["sum_received"]["bits_per_second"] / 8 / 1e9  # GB/s
+
+
+def wrk(port, path, seconds, conns, threads, host=None, close=False, latency=False):
+    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
+    if latency:
+        args.append("--latency")
+    if host:
+        args += ["-H", f"Host: {host}"]
+    if close:
+        args += ["-H", "Connection: close"]
+    args.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rps = float(m.group(1)) if m else 0.0
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors and int(errors.group(1)) > 0:
+        probe = subprocess.run(["curl", "-si", "-H", f"Host: {host or '127.0.0.1'}", f"http://127.0.0.1:{port}{path}"],
+                               capture_output=True, text=True).stdout[:300]
+        raise RuntimeError(f"wrk saw {errors.group(1)} errors on port {port}{path}; a probe got: {probe}")
+
+    def pct(name):
+        m = re.search(rf"\s{name}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return None
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+
+    return rps, pct("50"), pct("99")
+
+
+def hold_idle(port, n):
+    """Opens n idle connections to port; returns the sockets."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        socks.append(s)
+    time.sleep(1.0)
+    return socks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--peers", default=os.environ.get("PEERS_DIR", "/tmp/peers"))
+    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    a = ap.parse_args()
+
+    postern = os.path.join(ROOT, "target/release/postern")
+    bore = os.path.join(a.peers, "bin/bore")
+    rathole = os.path.join(a.peers, "bin/rathole")
+    for tool in (postern, bore, rathole):
+        if not os.path.exists(tool):
+            sys.exit(f"missing {tool}: run benches/e2e.sh, which builds and installs everything")
+
+    work = tempfile.mkdtemp(prefix="postern-bench-")
+    # nginx workers may run as another user: they must be able to read the files.
+    os.chmod(work, 0o755)
+    procs = Procs(work)
+    try:
+        # Origin: nginx with a 1 KiB and a 1 MiB file, and iperf3.
+        www = os.path.join(work, "www")
+        os.makedirs(www, mode=0o755)
+        for name, size in (("1k", 1024), ("1m", 1 << 20)):
+            with open(os.path.join(www, name), "wb") as f:
+                f.write(os.urandom(size))
+            os.chmod(os.path.join(www, name), 0o644)
+        ng_port, ip_port = free_port(), free_port()
+        conf = os.path.join(work, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path {work}/cb; proxy_temp_path {work}/pt; fastcgi_temp_path {work}/ft; uwsgi_temp_path {work}/ut; scgi_temp_path {work}/st;
+  server {{ listen 127.0.0.1:{ng_port}; root {www}; }} }}
+""")
+        procs.start(["nginx", "-c", conf, "-p", work])
+        procs.start(["iperf3", "-s", "-p", str(ip_port)])
+        wait_port(ng_port)
+        wait_port(ip_port)
+
+        # postern: relay, a TCP tunnel to iperf3, a TCP and an HTTP tunnel to nginx.
+        ctrl, http_port, admin = free_port(), free_port(), free_port()
+        state = os.path.join(work, "pstate")
+        relay = procs.start([postern, "server", "--control-addr", f"127.0.0.1:{ctrl}", "--http-addr", f"127.0.0.1:{http_port}",
+                             "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}", "--tcp-ports", "0",
+                             "--state-dir", state, "--log", "warn", "--max-connections-per-ip", "100000"])
+        read_until(relay, r"agents connect to")
+        ca = os.path.join(state, "ca.pem")
+        with open(os.path.join(work, "client.toml"), "w") as f:
+            f.write(f"""server = "localhost:{ctrl}"
+ca = "{ca}"
+client_id = "bench"
+local_host = "127.0.0.1"
+[[tunnel]]
+kind = "tcp"
+port = {ip_port}
+[[tunnel]]
+kind = "tcp"
+port = {ng_port}
+[[tunnel]]
+kind = "http"
+port = {ng_port}
+""")
+        agent = procs.start([postern, "start", "--config", os.path.join(work, "client.toml")],
+                            env={**os.environ, "POSTERN_LOG": "warn"})
+        urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(3)]
+        p_iperf = int(urls[0].rsplit(":", 1)[1])
+        p_ng_tcp = int(urls[1].rsplit(":", 1)[1])
+        p_host = urls[2].split("://", 1)[1].split(":")[0]
+
+        # bore (plaintext) to iperf3 and nginx.
+        bore_srv = procs.start([bore, "server", "--min-port", "30000", "--max-port", "39999"])
+        time.sleep(0.5)
+        b_ports = []
+        for port in (ip_port, ng_port):
+            b = procs.start([bore, "local", str(port), "--to", "127.0.0.1"])
+            b_ports.append(int(read_until(b, r"listening at 127\.0\.0\.1:(\d+)").group(1)))
+        _ = bore_srv
+
+        # rathole: tcp and noise transports.
+        keys = subprocess.run([rathole, "--genkey"], capture_output=True, text=True).stdout
+        priv = re.search(r"Private Key:\s*\n?\s*(\S+)", keys).group(1)
+        pub = re.search(r"Public Key:\s*\n?\s*(\S+)", keys).group(1)
+        rat = {}
+        for transport in ("tcp", "noise"):
+            rctrl, r_ip, r_ng = free_port(), free_port(), free_port()
+            extra_s = f'\n[server.transport.noise]\nlocal_private_key = "{priv}"\n' if transport == "noise" else ""
+            extra_c = f'\n[client.transport.noise]\nremote_public_key = "{pub}"\n' if transport == "noise" else ""
+            with open(os.path.join(work, f"rs-{transport}.toml"), "w") as f:
+                f.write(f"""[server]
+bind_addr = "127.0.0.1:{rctrl}"
+[server.transport]
+type = "{transport}"{extra_s}
+[server.services.iperf]
+token = "t"
+bind_addr = "127.0.0.1:{r_ip}"
+[server.services.nginx]
+token = "t"
+bind_addr = "127.0.0.1:{r_ng}"
+""")
+            with open(os.path.join(work, f"rc-{transport}.toml"), "w") as f:
+                f.write(f"""[client]
+remote_addr = "127.0.0.1:{rctrl}"
+[client.transport]
+type = "{transport}"{extra_c}
+[client.services.iperf]
+token = "t"
+local_addr = "127.0.0.1:{ip_port}"
+[client.services.nginx]
+token = "t"
+local_addr = "127.0.0.1:{ng_port}"
+""")
+            procs.start([rathole, "-s", os.path.join(work, f"rs-{transport}.toml")])
+            time.sleep(0.3)
+            procs.start([rathole, "-c", os.path.join(work, f"rc-{transport}.toml")])
+            rat[transport] = (r_ip, r_ng)
+        for transport, (r_ip, r_ng) in rat.items():
+            wait_port(r_ip)
+            wait_port(r_ng)
+        time.sleep(1.0)
+
+        paths = {
+            "direct": dict(iperf=ip_port, http=ng_port, host=None),
+            "postern tcp": dict(iperf=p_iperf, http=p_ng_tcp, host=None),
+            "postern http": dict(iperf=None, http=http_port, host=p_host),
+            "bore": dict(iperf=b_ports[0], http=b_ports[1], host=None),
+            "rathole tcp": dict(iperf=rat["tcp"][0], http=rat["tcp"][1], host=None),
+            "rathole noise": dict(iperf=rat["noise"][0], http=rat["noise"][1], host=None),
+        }
+        metrics = ["single GB/s", "4-stream GB/s", "keep-alive req/s", "new-conn req/s", "p50 µs", "p99 µs"]
+        results = {p: {m: [] for m in metrics} for p in paths}
+        s = a.seconds
+        rss_idle = (rss_kib(relay.pid), rss_kib(agent.pid))
+        rss_load = [0, 0]
+        for r in range(a.rounds):
+            for name, p in paths.items():
+                res = results[name]
+                if p["iperf"]:
+                    res["single GB/s"].append(iperf(p["iperf"], s))
+                    res["4-stream GB/s"].append(iperf(p["iperf"], s, 4))
+                rps, _, _ = wrk(p["http"], "/1k", s, 32, 2, p["host"])
+                res["keep-alive req/s"].append(rps)
+                if name == "postern tcp":
+                    rss_load = [max(rss_load[0], rss_kib(relay.pid)), max(rss_load[1], rss_kib(agent.pid))]
+                rps, _, _ = wrk(p["http"], "/1k", s, 32, 2, p["host"], close=True)
+                res["new-conn req/s"].append(rps)
+                _, p50, p99 = wrk(p["http"], "/1k", s, 1, 1, p["host"], latency=True)
+                res["p50 µs"].append(p50)
+                res["p99 µs"].append(p99)
+                print(f"round {r + 1} {name}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in res.items() if v), flush=True)
+
+        # Idle connections: RSS per 1,000 through the postern TCP tunnel.
+        before = (rss_kib(relay.pid), rss_kib(agent.pid))
+        socks = hold_idle(p_ng_tcp, 1000)
+        after = (rss_kib(relay.pid), rss_kib(agent.pid))
+        for sck in socks:
+            sck.close()
+
+        med = {p: {m: (statistics.median(v) if v else None) for m, v in res.items()} for p, res in results.items()}
+        direct = med["direct"]
+        lines = []
+        lines.append(f"Medians of {a.rounds} interleaved rounds, {s} s each; ratio = path / direct "
+                     "(latency: added µs over direct).")
+        lines.append("")
+        lines.append("| path | " + " | ".join(metrics) + " |")
+        lines.append("|---|" + "---|" * len(metrics))
+        for p in paths:
+            cells = []
+            for m in metrics:
+                v = med[p][m]
+                if v is None:
+                    cells.append("-")
+                elif m.endswith("µs"):
+                    cells.append(f"{v:.0f} (+{v - direct[m]:.0f})" if p != "direct" else f"{v:.0f}")
+                elif p == "direct":
+                    cells.append(f"{v:.3g}")
+                else:
+                    cells.append(f"{v:.3g} ({v / direct[m]:.2f}×)")
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("Ratios of postern against each peer (higher is better for postern; latency: lower added is better):")
+        lines.append("")
+        lines.append("| metric | vs bore | vs rathole tcp | vs rathole noise |")
+        lines.append("|---|---|---|---|")
+        for m in metrics[:4]:
+            pt = med["postern tcp"][m]
+            cells = [f"{pt / med[q][m]:.2f}×" if pt and med[q][m] else "-" for q in ("bore", "rathole tcp", "rathole noise")]
+            lines.append(f"| postern tcp {m} | " + " | ".join(cells) + " |")
+        for m in ("keep-alive req/s", "new-conn req/s"):
+            ph = med["postern http"][m]
+            cells = [f"{ph / med[q][m]:.2f}×" if ph and med[q][m] else "-" for q in ("bore", "rathole tcp", "rathole noise")]
+            lines.append(f"| postern http {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(f"Memory: relay RSS idle {rss_idle[0] / 1024:.1f} MiB, under load {rss_load[0] / 1024:.1f} MiB; "
+                     f"client RSS idle {rss_idle[1] / 1024:.1f} MiB, under load {rss_load[1] / 1024:.1f} MiB.")
+        lines.append(f"1,000 idle tunnelled connections: relay +{(after[0] - before[0]):.0f} KiB "
+                     f"({(after[0] - before[0]) / 1000:.1f} KiB each), client +{(after[1] - before[1]):.0f} KiB "
+                     f"({(after[1] - before[1]) / 1000:.1f} KiB each).")
+        cpu = subprocess.run(["sh", "-c", "nproc; grep -m1 'model name' /proc/cpuinfo | cut -d: -f2; uname -r"],
+                             capture_output=True, text=True).stdout.split("\n")
+        lines.append("")
+        lines.append(f"Machine: {cpu[0].strip()} cores,{cpu[1]}, Linux {cpu[2].strip()}, {time.strftime('%Y-%m-%d')}.")
+        table = "\n".join(lines)
+        print("\n" + table)
+        if a.write:
+            path = os.path.join(ROOT, "docs/benchmarks.md")
+            doc = open(path).read()
+            start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+            if start in doc:
+                doc = doc.split(start)[0] + start + "\n" + table + "\n" + end + doc.split(end, 1)[1]
+            else:
+                doc += f"\n## Side by side with bore and rathole (issue #7)\n\n`benches/e2e.sh`\n\n{start}\n{table}\n{end}\n"
+            open(path, "w").write(doc)
+    except Exception:
+        for p in procs.procs[2:4]:
+            print(f"--- {p.args[:2]} log tail:\n" + open(p.log).read()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
