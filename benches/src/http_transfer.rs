@@ -13,15 +13,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use postern_e2e::http::{drain, h1, h2, text, PatternBody};
-use postern_e2e::{http_tunnel, origin, TestAgent, TestRelay};
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
+use postern_e2e::{http_tunnel, origin, rss_kib, TestAgent, TestRelay};
 
 /// Samples RSS every 20 ms; returns the peak seen while `f` runs.
 async fn peak_rss<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<(u64, Duration)> {

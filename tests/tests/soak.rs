@@ -6,28 +6,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use postern_e2e::http::tls_connect;
-use postern_e2e::{http_tunnel, origin, tcp, TestAgent, TestRelay, PATIENCE};
+use postern_e2e::{http_tunnel, open_fds, origin, rss_kib, tcp, TestAgent, TestRelay, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
 
 /// Waits (bounded) until the fd count settles back at or below `target`.
 async fn settle(target: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = fds();
+        let n = open_fds();
         if n <= target || Instant::now() > deadline {
             return n;
         }
@@ -55,7 +43,7 @@ async fn soak_100k_connections_and_1k_websockets() -> anyhow::Result<()> {
         let mut b = Vec::new();
         s.read_to_end(&mut b).await?;
     }
-    let (fd0, rss0) = (settle(0).await.max(fds()), rss_kib());
+    let (fd0, rss0) = (settle(0).await.max(open_fds()), rss_kib());
     let started = Instant::now();
 
     let mut set = tokio::task::JoinSet::new();
@@ -92,7 +80,7 @@ async fn soak_100k_connections_and_1k_websockets() -> anyhow::Result<()> {
         let (socket, _) = tokio_tungstenite::client_async(format!("wss://{host}/"), tls).await?;
         open.push(socket);
     }
-    let peak_ws_fds = fds();
+    let peak_ws_fds = open_fds();
     let rss_ws_open = rss_kib();
     for (i, socket) in open.iter_mut().enumerate() {
         for j in 0..10 {

@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use postern_transport::accept;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -89,16 +90,7 @@ pub async fn serve(
 ) {
     let server: Arc<str> = server.into();
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, _)) = accept::next(&listener, "status", &shutdown).await else { return };
         let (state, stats, server) = (state.clone(), stats.clone(), server.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {

@@ -5,8 +5,8 @@
 //! address locked out after repeated authentication failures. Each accepted connection runs in its own task with its own span.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use postern_transport::accept;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,17 +20,7 @@ pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown:
     let tasks = TaskTracker::new();
     let cap = Arc::new(Semaphore::new(shared.config.max_agents));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed on the control port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = accept::next(&listener, "control", &shutdown).await else { break };
         if shared.ip_limits.blocked(peer.ip()) {
             shared.registry.metrics().handshake_failures.with_label_values(&["locked_out"]).inc();
             debug!(%peer, "agent connection refused: address locked out after failed logins");

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`accept`]: the accept step of every listener loop (shutdown-aware, backs off on errors).
 //! - [`body`]: HTTP bodies (with trailers) over h2 streams, both directions.
 //! - [`headers`]: hop-by-hop header stripping and upgrade detection.
 //! - [`framed`]: reads and writes handshake frames on an async stream without ever reading past
@@ -11,6 +12,7 @@
 //!   correct half-close.
 //! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.
 
+pub mod accept;
 pub mod body;
 pub mod framed;
 pub mod headers;

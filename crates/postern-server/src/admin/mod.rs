@@ -35,12 +35,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use postern_transport::accept;
 use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use self::views::{AgentView, ErrorBody, ErrorView, TunnelView};
 use crate::abuse::IpLimits;
@@ -108,17 +109,7 @@ pub struct Admin {
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) -> TaskTracker {
     let tasks = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed on the admin port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = accept::next(&listener, "admin", &shutdown).await else { break };
         let (admin, shutdown) = (admin.clone(), shutdown.clone());
         tasks.spawn(async move {
             let svc = {

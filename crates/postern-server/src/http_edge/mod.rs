@@ -16,11 +16,11 @@ pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use postern_transport::accept;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -43,17 +43,7 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, scheme, "accept failed on the public HTTP port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = accept::next(&listener, scheme, &shutdown).await else { break };
         let metrics = edge.registry.metrics();
         let Some(per_ip) = edge.ip_limits.admit(peer.ip()) else {
             metrics.public_refused.with_label_values(&["per_ip_cap"]).inc();
