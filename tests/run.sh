@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the system packages the tests drive
-# (curl for the quick-start test, Prometheus for the scrape test), then runs the format check,
+# (curl for the quick-start test, Prometheus for the scrape test; PyYAML from PyPI to parse the
+# deploy files), then runs the format check,
 # clippy with warnings as errors, and every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     $sudo apt-get update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}"
 fi
+
+python3 -c 'import yaml' >/dev/null 2>&1 || python3 -m pip install --quiet pyyaml
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

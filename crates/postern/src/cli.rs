@@ -36,6 +36,10 @@ pub enum Command {
     /// Mint scoped tokens for clients, signed with the relay's key in --state-dir.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Certificates: a development CA and wildcard certificate, or the certbot command for a
+    /// real wildcard.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Try postern on this machine: a relay, a demo web service on 127.0.0.1:8000, and a client
     /// that exposes it through a tunnel.
     Demo(DemoArgs),
@@ -191,6 +195,27 @@ pub struct ClientArgs {
     /// keeps the tunnels up on the others
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub connections: u8,
+}
+
+/// `postern certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create (or keep) a development CA and a certificate for localhost and *.localhost in
+    /// DIR: ca.pem (trust this), ca-key.pem, tls-cert.pem, tls-key.pem
+    Dev {
+        /// Where to write them
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+    /// Print the certbot command that gets a real wildcard certificate by DNS-01
+    Certbot {
+        /// The relay's domain, e.g. tunnel.example.com
+        #[arg(long)]
+        domain: String,
+        /// certbot DNS plugin, e.g. cloudflare, route53, rfc2136
+        #[arg(long, default_value = "cloudflare")]
+        dns_plugin: String,
+    },
 }
 
 /// `postern token ...`.

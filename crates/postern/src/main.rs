@@ -1,5 +1,6 @@
 //! The `postern` command line: parses arguments and hands off to the library crates.
 
+mod certs_cmd;
 mod cli;
 mod client_cmd;
 mod demo;
@@ -21,6 +22,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(*args, &metrics).await,
         Command::Token(cmd) => token_cmd::run(cmd),
+        Command::Certs(cmd) => certs_cmd::run(cmd),
         Command::Http(args) => client_cmd::run_http(args).await,
         Command::Tcp(args) => client_cmd::run_tcp(args).await,
         Command::Start(args) => client_cmd::run_start(args).await,
