@@ -10,10 +10,10 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
     match cmd {
         CertsCommand::Dev { out } => {
             let dev = dev_ca::ensure(&out).with_context(|| format!("writing certificates to {}", out.display()))?;
-            println!("{} the development CA: {}", if dev.created { "created" } else { "kept" }, dev.ca_cert.display());
-            println!("certificate for localhost and *.localhost: {} (key {})", dev.cert.display(), dev.key.display());
-            println!("serve it:  postern server --tls-cert {} --tls-key {}", dev.cert.display(), dev.key.display());
-            println!(
+            say!("{} the development CA: {}", if dev.created { "created" } else { "kept" }, dev.ca_cert.display());
+            say!("certificate for localhost and *.localhost: {} (key {})", dev.cert.display(), dev.key.display());
+            say!("serve it:  postern server --tls-cert {} --tls-key {}", dev.cert.display(), dev.key.display());
+            say!(
                 "trust it:  postern http <port> --ca {}   /   curl --cacert {} ...",
                 dev.ca_cert.display(),
                 dev.ca_cert.display()
@@ -25,15 +25,15 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
                 postern_proto::hostname::normalize(&domain).is_ok() && domain.contains('.'),
                 "{domain:?} is not a domain name"
             );
-            println!("# A wildcard needs the DNS-01 challenge; install certbot and python3-certbot-dns-{dns_plugin}.");
-            println!(
+            say!("# A wildcard needs the DNS-01 challenge; install certbot and python3-certbot-dns-{dns_plugin}.");
+            say!(
                 "certbot certonly --dns-{dns_plugin} --dns-{dns_plugin}-credentials /etc/letsencrypt/{dns_plugin}.ini \\\n  -d {domain} -d '*.{domain}'"
             );
-            println!("# Then run the relay with:");
-            println!(
+            say!("# Then run the relay with:");
+            say!(
                 "postern server --domain {domain} --tls-cert /etc/letsencrypt/live/{domain}/fullchain.pem --tls-key /etc/letsencrypt/live/{domain}/privkey.pem"
             );
-            println!("# Renewals are picked up without a restart (the relay watches the files).");
+            say!("# Renewals are picked up without a restart (the relay watches the files).");
             Ok(())
         }
     }

@@ -257,12 +257,12 @@ async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String)
         if rising {
             printed += 1;
             if printed > 1 {
-                println!("reconnected");
+                say!("reconnected");
             }
             for t in &s.tunnels {
                 match &t.default_url {
-                    Some(short) => println!("{}  ->  {local_host}:{}   (also {short})", t.public_url, t.local_port),
-                    None => println!("{}  ->  {local_host}:{}", t.public_url, t.local_port),
+                    Some(short) => say!("{}  ->  {local_host}:{}   (also {short})", t.public_url, t.local_port),
+                    None => say!("{}  ->  {local_host}:{}", t.public_url, t.local_port),
                 }
             }
         }

@@ -55,13 +55,13 @@ pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Resu
         tokio::spawn(async move { relay.run(listeners, relay_shutdown, std::time::Duration::from_secs(3)).await });
 
     let url = format!("https://demo-{}.localhost:{https_port}/", demo_addr.port());
-    println!("postern demo");
-    println!("  relay:        control localhost:{control_port}, HTTPS localhost:{https_port}");
-    println!("  CA:           {}", ca.display());
-    println!("  demo service: http://{demo_addr}/");
-    println!("  metrics:      http://{admin_addr}/metrics");
-    println!("  try:          curl --cacert {} {url}", ca.display());
-    println!("  tunnel (Ctrl-C to stop):");
+    say!("postern demo");
+    say!("  relay:        control localhost:{control_port}, HTTPS localhost:{https_port}");
+    say!("  CA:           {}", ca.display());
+    say!("  demo service: http://{demo_addr}/");
+    say!("  metrics:      http://{admin_addr}/metrics");
+    say!("  try:          curl --cacert {} {url}", ca.display());
+    say!("  tunnel (Ctrl-C to stop):");
     let spec = TunnelSpec {
         kind: TunnelKind::Http,
         local_port: demo_addr.port(),

@@ -1,5 +1,13 @@
 //! The `postern` command line: parses arguments and hands off to the library crates.
 
+/// Prints a line to stdout; a closed pipe (`postern ... | head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod certs_cmd;
 mod cli;
 mod client_cmd;

@@ -161,7 +161,7 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
     let r = resolve(args.clone())?;
     let certs = CertResolver::load(r.certs.clone()).context("loading the relay certificates")?;
     if check {
-        println!(
+        say!(
             "configuration OK: control {}, http {}, https {}, admin {}, tcp ports {} on {}",
             r.control_addr,
             show(r.http_addr),
@@ -170,7 +170,7 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
             r.config.tcp_ports,
             r.config.tcp_bind
         );
-        println!("{}", agent_policy(&r));
+        say!("{}", agent_policy(&r));
         return Ok(());
     }
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -190,31 +190,31 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
         None => None,
     };
     let bound = control.local_addr()?;
-    println!("postern relay: agents connect to {bound}");
+    say!("postern relay: agents connect to {bound}");
     if let Some(l) = &https {
-        println!("public HTTPS on {}: https://<id>-<port>.{}", l.local_addr()?, r.config.domain);
+        say!("public HTTPS on {}: https://<id>-<port>.{}", l.local_addr()?, r.config.domain);
     }
     if let Some(l) = &http {
-        println!("public HTTP on {}", l.local_addr()?);
+        say!("public HTTP on {}", l.local_addr()?);
     }
     if let Some(l) = &admin {
-        println!("admin API on http://{}/api/v1/tunnels (metrics: /metrics)", l.local_addr()?);
+        say!("admin API on http://{}/api/v1/tunnels (metrics: /metrics)", l.local_addr()?);
     }
     if let Some(dev) = certs.dev() {
-        println!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
-        println!(
+        say!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
+        say!(
             "clients trust it with:  postern http <port> --server localhost:{} --ca {}",
             bound.port(),
             dev.ca_cert.display()
         );
     }
-    println!("{}", agent_policy(&r));
+    say!("{}", agent_policy(&r));
     // Sessions get the drain timeout, then a moment to close.
     let grace = r.config.drain_timeout + SHUTDOWN_GRACE;
     let relay = Relay::new(r.config, certs, metrics)?;
     tokio::spawn(reload_on_change(args, relay.reloader(), shutdown.clone()));
     relay.run(RelayListeners { control, http, https, admin }, shutdown, grace).await?;
-    println!("postern relay stopped");
+    say!("postern relay stopped");
     Ok(())
 }
 

@@ -13,15 +13,15 @@ use crate::cli::{MintArgs, TokenCommand};
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Mint(args) => {
-            println!("{}", mint(&args)?);
+            say!("{}", mint(&args)?);
             Ok(())
         }
         TokenCommand::Revoke(args) => {
             let list = Revocations::load(&args.state_dir)?;
             if list.revoke(&args.id)? {
-                println!("revoked {}; a running relay disconnects its sessions within a second", args.id);
+                say!("revoked {}; a running relay disconnects its sessions within a second", args.id);
             } else {
-                println!("{} was already revoked", args.id);
+                say!("{} was already revoked", args.id);
             }
             Ok(())
         }
