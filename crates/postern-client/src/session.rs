@@ -5,18 +5,17 @@
 //! life; on shutdown the agent sends `Unregister` on it and then GOAWAY.
 
 use std::collections::HashMap;
-use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
-use h2::{Ping, PingPong, RecvStream, SendStream};
+use h2::{PingPong, RecvStream, SendStream};
 use http::{Request, Response, StatusCode};
 use postern_proto::frame::encode;
 use postern_proto::stream::{self, StreamKind};
 use postern_proto::{Control, Decoder, Message, TunnelKind};
-use postern_transport::mux;
+use postern_transport::mux::{self, HeartbeatError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -225,16 +224,10 @@ async fn read_control(mut body: RecvStream) {
     }
 }
 
+/// The shared heartbeat, as this session's error.
 async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Duration) -> SessionError {
-    let Some(mut pp) = ping_pong else {
-        return pending().await;
-    };
-    loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, pp.ping(Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return SessionError::Mux(e),
-            Err(_) => return SessionError::HeartbeatTimeout(timeout),
-        }
+    match mux::heartbeat(ping_pong, interval, timeout).await {
+        HeartbeatError::Mux(e) => SessionError::Mux(e),
+        HeartbeatError::Timeout(t) => SessionError::HeartbeatTimeout(t),
     }
 }

@@ -8,13 +8,12 @@
 //! 5. The session ends when the agent unregisters or disconnects, a heartbeat is missed, or the
 //!    relay shuts down. Its tunnels leave the registry and their public ports close.
 
-use std::future::pending;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use h2::{Ping, PingPong};
+use h2::PingPong;
 use http::StatusCode;
 use postern_proto::frame::encode;
 use postern_proto::stream::StreamKind;
@@ -23,7 +22,7 @@ use postern_proto::{
     Welcome, ALPN,
 };
 use postern_transport::framed::{read_message, write_message, FrameIoError};
-use postern_transport::mux;
+use postern_transport::mux::{self, HeartbeatError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -605,18 +604,11 @@ async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, code: Refuse
     SessionError::Refused(message)
 }
 
-/// Pings the agent every `interval`; returns when a PING goes unanswered for `timeout`.
+/// The shared heartbeat, as this session's error.
 async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Duration) -> SessionError {
-    let Some(mut pp) = ping_pong else {
-        return pending().await;
-    };
-    loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, pp.ping(Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return SessionError::Mux(e),
-            Err(_) => return SessionError::HeartbeatTimeout(timeout),
-        }
+    match mux::heartbeat(ping_pong, interval, timeout).await {
+        HeartbeatError::Mux(e) => SessionError::Mux(e),
+        HeartbeatError::Timeout(t) => SessionError::HeartbeatTimeout(t),
     }
 }
 

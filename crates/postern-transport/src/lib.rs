@@ -7,7 +7,7 @@
 //! - [`headers`]: hop-by-hop header stripping and upgrade detection.
 //! - [`framed`]: reads and writes handshake frames on an async stream without ever reading past
 //!   the frame, so the h2 connection that follows starts on the right byte.
-//! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps).
+//! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps), and the heartbeat.
 //! - [`splice`]: copies bytes between a socket and an h2 stream with flow-control backpressure and
 //!   correct half-close.
 //! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.

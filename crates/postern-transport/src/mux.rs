@@ -1,4 +1,4 @@
-//! HTTP/2 settings for the reverse mux.
+//! HTTP/2 settings for the reverse mux, and the PING heartbeat both ends run.
 //!
 //! Small windows are the classic throughput bug of multiplexed tunnels (frp#2987,
 //! hashicorp/yamux#24): with a 256 KiB window and 1 ms of RTT a stream cannot exceed 256 MB/s.
@@ -45,4 +45,36 @@ pub fn server_builder() -> h2::server::Builder {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_local_error_reset_streams(None);
     b
+}
+
+/// Why a heartbeat stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    /// The PING could not be sent: the connection failed.
+    #[error("connection failed: {0}")]
+    Mux(#[source] h2::Error),
+    /// No PING answer within the timeout: the peer is dead or the path black-holed.
+    #[error("no PING answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Sends an h2 PING every `interval` on the connection owning `ping_pong` and returns when one
+/// is not answered within `timeout` (or the connection fails). Never returns without a
+/// `PingPong` (it was taken already).
+pub async fn heartbeat(
+    ping_pong: Option<h2::PingPong>,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) -> HeartbeatError {
+    let Some(mut pp) = ping_pong else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pp.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return HeartbeatError::Mux(e),
+            Err(_) => return HeartbeatError::Timeout(timeout),
+        }
+    }
 }
