@@ -46,8 +46,11 @@ pub async fn tcp(
     let addr = format!("{host}:{port}");
     let local = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(refuse(&mut respond, addr, e.to_string())),
-        Err(_) => return Err(refuse(&mut respond, addr, format!("no answer within {connect_timeout:?}"))),
+        Ok(Err(e)) => return Err(refuse(&mut respond, StatusCode::BAD_GATEWAY, addr, e.to_string())),
+        Err(_) => {
+            let reason = format!("no answer within {connect_timeout:?}");
+            return Err(refuse(&mut respond, StatusCode::BAD_GATEWAY, addr, reason));
+        }
     };
     let _ = local.set_nodelay(true);
     let send = respond.send_response(Response::new(()), false)?;
@@ -55,14 +58,13 @@ pub async fn tcp(
     Ok(splice(reader, writer, send, body, stats).await?)
 }
 
-/// Tells the relay the local service is unreachable (502 with a reason header).
-pub fn refuse(respond: &mut SendResponse<Bytes>, addr: String, reason: String) -> ForwardError {
-    let header = format!("local service {addr} unreachable: {reason}");
-    let mut resp = Response::builder().status(StatusCode::BAD_GATEWAY);
-    if let Ok(v) = http::HeaderValue::from_str(&header) {
-        resp = resp.header(REFUSE_REASON, v);
-    }
-    if let Ok(resp) = resp.body(()) {
+/// Answers the relay with an error `status` (502 when the local service cannot be reached) and
+/// a `postern-reason` header, so the relay can show the right page or close the visitor's
+/// connection.
+pub fn refuse(respond: &mut SendResponse<Bytes>, status: StatusCode, addr: String, reason: String) -> ForwardError {
+    let text = format!("local service {addr}: {reason}");
+    let value = http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("local service error"));
+    if let Ok(resp) = Response::builder().status(status).header(REFUSE_REASON, value).body(()) {
         let _ = respond.send_response(resp, true);
     }
     ForwardError::LocalUnreachable { addr, reason }

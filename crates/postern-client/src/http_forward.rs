@@ -21,14 +21,14 @@ use hyper::body::Body;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use postern_proto::stream::{self, REFUSE_REASON};
+use postern_proto::stream;
 use postern_transport::body::{pump, Counted, H2Body};
 use postern_transport::headers::{strip_hop_by_hop, strip_prefixed};
 use postern_transport::splice::splice;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::forward::ForwardError;
+use crate::forward::{refuse, ForwardError};
 use crate::stats::AgentStats;
 
 /// What `Host` header the local service sees.
@@ -216,19 +216,4 @@ async fn upgrade_request(
     let (r, w) = tokio::io::split(TokioIo::new(upgraded));
     let moved = splice(r, w, send, body, stats).await?;
     Ok(moved.stream_to_socket + moved.socket_to_stream)
-}
-
-/// Answers the relay with an error status and a `postern-reason` header.
-fn refuse(respond: &mut SendResponse<Bytes>, status: StatusCode, addr: String, reason: String) -> ForwardError {
-    let text = format!("local service {addr}: {reason}");
-    let mut resp = Response::builder().status(status);
-    if let Ok(v) = HeaderValue::from_str(&text) {
-        resp = resp.header(REFUSE_REASON, v);
-    } else {
-        resp = resp.header(REFUSE_REASON, "local service error");
-    }
-    if let Ok(resp) = resp.body(()) {
-        let _ = respond.send_response(resp, true);
-    }
-    ForwardError::LocalUnreachable { addr, reason }
 }
