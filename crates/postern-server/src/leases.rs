@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -43,10 +43,6 @@ pub enum Claim {
     Held(Duration),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// All leases, by key (`http:<name>` or `tcp:<port>`).
 #[derive(Debug)]
 pub struct Leases {
@@ -65,7 +61,7 @@ impl Leases {
             .and_then(|b| serde_json::from_slice::<HashMap<String, Lease>>(&b).ok())
             .unwrap_or_default();
         // After a restart every live tunnel is gone: their leases start now.
-        let now = now_ms();
+        let now = crate::clock::unix_ms();
         let map = map
             .into_iter()
             .map(|(k, mut l)| {
@@ -86,8 +82,8 @@ impl Leases {
 
     fn check(map: &HashMap<String, Lease>, key: &str, owner: &str) -> Claim {
         match map.get(key) {
-            Some(l) if l.owner != owner && (l.until_ms == 0 || l.until_ms > now_ms()) => {
-                Claim::Held(Duration::from_millis(l.until_ms.saturating_sub(now_ms())))
+            Some(l) if l.owner != owner && (l.until_ms == 0 || l.until_ms > crate::clock::unix_ms()) => {
+                Claim::Held(Duration::from_millis(l.until_ms.saturating_sub(crate::clock::unix_ms())))
             }
             _ => Claim::Granted,
         }
@@ -106,7 +102,7 @@ impl Leases {
     /// The port leased to this owner's client for `local_port`, if any.
     pub fn port_for(&self, owner: &str, client_id: &str, local_port: u16) -> Option<u16> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
+        let now = crate::clock::unix_ms();
         map.iter()
             .filter(|(_, l)| l.owner == owner && (l.until_ms == 0 || l.until_ms > now))
             .find(|(_, l)| l.tcp.as_ref().is_some_and(|(c, p)| c == client_id && *p == local_port))
@@ -116,7 +112,7 @@ impl Leases {
     /// True when `port` is leased to anyone (the allocator skips it).
     pub fn port_leased(&self, port: u16) -> bool {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&format!("tcp:{port}")).is_some_and(|l| l.until_ms == 0 || l.until_ms > now_ms())
+        map.get(&format!("tcp:{port}")).is_some_and(|l| l.until_ms == 0 || l.until_ms > crate::clock::unix_ms())
     }
 
     /// Records a live HTTP name (held until released, then for the grace period).
@@ -148,11 +144,11 @@ impl Leases {
 
     fn release(&self, key: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let until = now_ms() + self.grace.as_millis() as u64;
+        let until = crate::clock::unix_ms() + self.grace.as_millis() as u64;
         if let Some(l) = map.get_mut(key) {
             l.until_ms = until;
         }
-        let now = now_ms();
+        let now = crate::clock::unix_ms();
         map.retain(|_, l| l.until_ms == 0 || l.until_ms > now);
         self.persist(&map);
     }

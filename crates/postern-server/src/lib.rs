@@ -5,6 +5,7 @@
 //! - [`config`]: [`RelayConfig`], validated before any port is bound; [`PortRange`].
 //! - [`certs`]: certificates by SNI: operator PEM files, a directory of extra certificates,
 //!   or the development CA; reloadable.
+//! - [`clock`]: Unix time helpers.
 //! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate in `--state-dir`.
 //! - [`auth`]: checks the credential in an agent's `Hello`.
 //! - [`keys`]: the token signing key in `--state-dir`.
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod agent;
 pub mod auth;
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod dev_ca;
 pub mod http_edge;

@@ -78,10 +78,6 @@ pub struct StatsSnapshot {
     pub last_activity: Option<SystemTime>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl TunnelStats {
     /// A stream opened; the returned guard closes it.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
@@ -104,7 +100,7 @@ impl TunnelStats {
     }
 
     fn touch(&self) {
-        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_activity_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
     }
 
     /// Copies the counters.

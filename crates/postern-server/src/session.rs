@@ -216,7 +216,7 @@ async fn serve(
         other => return Err(SessionError::UnexpectedMessage(kind_name(&other))),
     };
 
-    let identity = match shared.auth.agent(&hello.token, unix_now()) {
+    let identity = match shared.auth.agent(&hello.token, crate::clock::unix_secs()) {
         Ok(id) => id,
         Err(e) => {
             shared.ip_limits.auth_failed(peer.ip());
@@ -407,10 +407,6 @@ impl Drop for AgentGuard<'_> {
     fn drop(&mut self) {
         self.registry.remove_agent(self.session_id);
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reserves one requested tunnel: binds its public port (tcp) or claims its name (http), and

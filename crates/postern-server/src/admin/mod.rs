@@ -155,10 +155,6 @@ pub(crate) fn fail(status: StatusCode, code: &'static str, message: impl Into<St
     resp
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 fn authenticate(req: &Request<Incoming>, admin: &Admin) -> Result<Identity, AuthError> {
     let bearer = req
         .headers()
@@ -166,7 +162,7 @@ fn authenticate(req: &Request<Incoming>, admin: &Admin) -> Result<Identity, Auth
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    admin.auth.api(bearer, unix_now())
+    admin.auth.api(bearer, crate::clock::unix_secs())
 }
 
 async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: CancellationToken) -> Response<AdminBody> {

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use postern_proto::token::{Claims, Limits};
 use serde::Deserialize;
 
-use super::{fail, json, unix_now, Admin, AdminBody};
+use super::{fail, json, Admin, AdminBody};
 use crate::auth::Identity;
 
 /// Largest request body accepted.
@@ -59,7 +59,7 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
     if r.subject.trim().is_empty() {
         return fail(StatusCode::BAD_REQUEST, "bad_request", "subject must not be empty");
     }
-    let now = unix_now();
+    let now = crate::clock::unix_secs();
     let exp = (r.ttl_secs > 0).then(|| now + r.ttl_secs);
     let claims = Claims {
         jti: format!("{:016x}", rand::random::<u64>()),
