@@ -158,8 +158,8 @@ impl SessionError {
             Self::Alpn(_) => "alpn",
             Self::HandshakeTimeout(_) => "timeout",
             Self::Frame(_) | Self::UnexpectedMessage(_) => "protocol",
-            Self::Auth(e) => e.reason(),
-            Self::Refused(_) => "refused",
+            // Counted where they happen, before the agent is answered.
+            Self::Auth(_) | Self::Refused(_) => return None,
             _ => return None,
         })
     }
@@ -220,6 +220,7 @@ async fn serve(
         Ok(id) => id,
         Err(e) => {
             shared.ip_limits.auth_failed(peer.ip());
+            shared.registry.metrics().handshake_failures.with_label_values(&[e.reason()]).inc();
             refuse(&mut tls, RefuseCode::Unauthorized, e.to_string()).await;
             return Err(e.into());
         }
@@ -232,19 +233,19 @@ async fn serve(
         if let Some(max) = q.limits.max_tunnels {
             if hello.tunnels.len() > max as usize {
                 let msg = format!("{} tunnels requested, your token allows {max}", hello.tunnels.len());
-                return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+                return Err(refuse_with(&mut tls, shared, RefuseCode::BadRequest, msg).await);
             }
         }
     }
     let session_id = format!("{:016x}", rand::random::<u64>());
     let client_id = match client_id(&hello, &identity, &session_id) {
         Ok(id) => id,
-        Err(msg) => return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await),
+        Err(msg) => return Err(refuse_with(&mut tls, shared, RefuseCode::BadRequest, msg).await),
     };
     Span::current().record("session", session_id.as_str()).record("client", client_id.as_str());
 
     if hello.tunnels.is_empty() {
-        return Err(refuse_with(&mut tls, RefuseCode::BadRequest, "no tunnels requested".into()).await);
+        return Err(refuse_with(&mut tls, shared, RefuseCode::BadRequest, "no tunnels requested".into()).await);
     }
     if hello.tunnels.len() > shared.config.max_tunnels_per_agent {
         let msg = format!(
@@ -252,7 +253,7 @@ async fn serve(
             hello.tunnels.len(),
             shared.config.max_tunnels_per_agent
         );
-        return Err(refuse_with(&mut tls, RefuseCode::BadRequest, msg).await);
+        return Err(refuse_with(&mut tls, shared, RefuseCode::BadRequest, msg).await);
     }
 
     // Reserve every public port and name before promising anything. Dropping `registration`
@@ -284,7 +285,7 @@ async fn serve(
                 grants.push(grant);
                 listeners.extend(listener);
             }
-            Err((code, msg)) => return Err(refuse_with(&mut tls, code, msg).await),
+            Err((code, msg)) => return Err(refuse_with(&mut tls, shared, code, msg).await),
         }
     }
 
@@ -595,7 +596,15 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, code: RefuseCode,
     }
 }
 
-async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, code: RefuseCode, message: String) -> SessionError {
+/// Counts the refusal, then tells the agent; counting first means the metric is already there
+/// when the agent sees the answer.
+async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    shared: &Shared,
+    code: RefuseCode,
+    message: String,
+) -> SessionError {
+    shared.registry.metrics().handshake_failures.with_label_values(&["refused"]).inc();
     refuse(io, code, message.clone()).await;
     SessionError::Refused(message)
 }
