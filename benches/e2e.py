@@ -133,12 +133,48 @@ def hold_idle(port, n):
     return socks
 
 
+def start_postern(procs, work, binary, tag):
+    """A relay and an agent from `binary`: a TCP tunnel to iperf3, a TCP and an HTTP tunnel to nginx."""
+    ctrl, http_port, admin = free_port(), free_port(), free_port()
+    state = os.path.join(work, f"pstate-{tag}")
+    relay = procs.start([binary, "server", "--control-addr", f"127.0.0.1:{ctrl}", "--http-addr", f"127.0.0.1:{http_port}",
+                         "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}", "--tcp-ports", "0",
+                         "--state-dir", state, "--log", "warn", "--max-connections-per-ip", "100000"])
+    read_until(relay, r"agents connect to")
+    ca = os.path.join(state, "ca.pem")
+    conf = os.path.join(work, f"client-{tag}.toml")
+    with open(conf, "w") as f:
+        f.write(f"""server = "localhost:{ctrl}"
+ca = "{ca}"
+client_id = "bench"
+local_host = "127.0.0.1"
+[[tunnel]]
+kind = "tcp"
+port = {PORTS["iperf"]}
+[[tunnel]]
+kind = "tcp"
+port = {PORTS["nginx"]}
+[[tunnel]]
+kind = "http"
+port = {PORTS["nginx"]}
+""")
+    agent = procs.start([binary, "start", "--config", conf], env={**os.environ, "POSTERN_LOG": "warn"})
+    urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(3)]
+    return dict(relay=relay, agent=agent, iperf=int(urls[0].rsplit(":", 1)[1]), tcp=int(urls[1].rsplit(":", 1)[1]),
+                host=urls[2].split("://", 1)[1].split(":")[0], http=http_port)
+
+
+PORTS = {}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--peers", default=os.environ.get("PEERS_DIR", "/tmp/peers"))
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    ap.add_argument("--candidate", help="a second postern binary, measured as extra rows (A/B for a tuning change)")
+    ap.add_argument("--only", help="comma-separated paths to measure (direct is always measured)")
     a = ap.parse_args()
 
     postern = os.path.join(ROOT, "target/release/postern")
@@ -174,35 +210,11 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
         wait_port(ng_port)
         wait_port(ip_port)
 
-        # postern: relay, a TCP tunnel to iperf3, a TCP and an HTTP tunnel to nginx.
-        ctrl, http_port, admin = free_port(), free_port(), free_port()
-        state = os.path.join(work, "pstate")
-        relay = procs.start([postern, "server", "--control-addr", f"127.0.0.1:{ctrl}", "--http-addr", f"127.0.0.1:{http_port}",
-                             "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}", "--tcp-ports", "0",
-                             "--state-dir", state, "--log", "warn", "--max-connections-per-ip", "100000"])
-        read_until(relay, r"agents connect to")
-        ca = os.path.join(state, "ca.pem")
-        with open(os.path.join(work, "client.toml"), "w") as f:
-            f.write(f"""server = "localhost:{ctrl}"
-ca = "{ca}"
-client_id = "bench"
-local_host = "127.0.0.1"
-[[tunnel]]
-kind = "tcp"
-port = {ip_port}
-[[tunnel]]
-kind = "tcp"
-port = {ng_port}
-[[tunnel]]
-kind = "http"
-port = {ng_port}
-""")
-        agent = procs.start([postern, "start", "--config", os.path.join(work, "client.toml")],
-                            env={**os.environ, "POSTERN_LOG": "warn"})
-        urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(3)]
-        p_iperf = int(urls[0].rsplit(":", 1)[1])
-        p_ng_tcp = int(urls[1].rsplit(":", 1)[1])
-        p_host = urls[2].split("://", 1)[1].split(":")[0]
+        PORTS.update(iperf=ip_port, nginx=ng_port)
+        pst = start_postern(procs, work, postern, "main")
+        relay, agent = pst["relay"], pst["agent"]
+        p_iperf, p_ng_tcp, p_host, http_port = pst["iperf"], pst["tcp"], pst["host"], pst["http"]
+        cand = start_postern(procs, work, a.candidate, "cand") if a.candidate else None
 
         # bore (plaintext) to iperf3 and nginx.
         bore_srv = procs.start([bore, "server", "--min-port", "30000", "--max-port", "39999"])
@@ -263,10 +275,17 @@ local_addr = "127.0.0.1:{ng_port}"
             "rathole tcp": dict(iperf=rat["tcp"][0], http=rat["tcp"][1], host=None),
             "rathole noise": dict(iperf=rat["noise"][0], http=rat["noise"][1], host=None),
         }
+        if cand:
+            paths["candidate tcp"] = dict(iperf=cand["iperf"], http=cand["tcp"], host=None)
+            paths["candidate http"] = dict(iperf=None, http=cand["http"], host=cand["host"])
+        if a.only:
+            keep = {"direct", *a.only.split(",")}
+            paths = {k: v for k, v in paths.items() if k in keep}
         metrics = ["single GB/s", "4-stream GB/s", "keep-alive req/s", "new-conn req/s", "p50 µs", "p99 µs"]
         results = {p: {m: [] for m in metrics} for p in paths}
         s = a.seconds
         rss_idle = (rss_kib(relay.pid), rss_kib(agent.pid))
+        rss_cand = (rss_kib(cand["relay"].pid), rss_kib(cand["agent"].pid)) if cand else None
         rss_load = [0, 0]
         for r in range(a.rounds):
             for name, p in paths.items():
@@ -318,14 +337,29 @@ local_addr = "127.0.0.1:{ng_port}"
         lines.append("")
         lines.append("| metric | vs bore | vs rathole tcp | vs rathole noise |")
         lines.append("|---|---|---|---|")
-        for m in metrics[:4]:
-            pt = med["postern tcp"][m]
-            cells = [f"{pt / med[q][m]:.2f}×" if pt and med[q][m] else "-" for q in ("bore", "rathole tcp", "rathole noise")]
-            lines.append(f"| postern tcp {m} | " + " | ".join(cells) + " |")
-        for m in ("keep-alive req/s", "new-conn req/s"):
-            ph = med["postern http"][m]
-            cells = [f"{ph / med[q][m]:.2f}×" if ph and med[q][m] else "-" for q in ("bore", "rathole tcp", "rathole noise")]
-            lines.append(f"| postern http {m} | " + " | ".join(cells) + " |")
+        peers = [q for q in ("bore", "rathole tcp", "rathole noise")]
+
+        def ratio(x, q, m):
+            v, w = med.get(x, {}).get(m), med.get(q, {}).get(m)
+            return f"{v / w:.2f}×" if v and w else "-"
+
+        for x, ms in (("postern tcp", metrics[:4]), ("postern http", metrics[2:4])):
+            for m in ms:
+                lines.append(f"| {x} {m} | " + " | ".join(ratio(x, q, m) for q in peers) + " |")
+        if cand:
+            lines.append("")
+            lines.append(f"Candidate `{a.candidate}` against this build (A/B, same run):")
+            lines.append("")
+            lines.append("| metric | tcp | http |")
+            lines.append("|---|---|---|")
+            for m in metrics[:4]:
+                lines.append(f"| {m} | {ratio('candidate tcp', 'postern tcp', m)} | "
+                             f"{ratio('candidate http', 'postern http', m)} |")
+            if "postern tcp" in med:
+                lines.append(f"| p50 µs (lower is better) | {ratio('candidate tcp', 'postern tcp', 'p50 µs')} | "
+                             f"{ratio('candidate http', 'postern http', 'p50 µs')} |")
+            lines.append("")
+            lines.append(f"Candidate RSS idle: relay {rss_cand[0] / 1024:.1f} MiB, client {rss_cand[1] / 1024:.1f} MiB.")
         lines.append("")
         lines.append(f"Memory: relay RSS idle {rss_idle[0] / 1024:.1f} MiB, under load {rss_load[0] / 1024:.1f} MiB; "
                      f"client RSS idle {rss_idle[1] / 1024:.1f} MiB, under load {rss_load[1] / 1024:.1f} MiB.")

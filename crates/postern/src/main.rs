@@ -21,6 +21,11 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// mimalloc: 1.3× single-stream throughput over glibc malloc; built with `no_thp` so idle RSS
+/// stays where glibc's is (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
