@@ -14,6 +14,7 @@
 pub mod faults;
 pub mod http;
 pub mod origin;
+pub mod pebble;
 pub mod pki;
 
 use std::net::SocketAddr;
@@ -88,7 +89,6 @@ impl TestRelay {
     pub async fn with_certs(edit: impl FnOnce(&mut RelayConfig), extra_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         init_logging();
         let state = tempfile::tempdir()?;
-        let certs = CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir })?;
         let key = TokenKey::from_bytes(rand::random());
         let mut config = RelayConfig {
             tcp_ports: PortRange::Ephemeral,
@@ -97,6 +97,9 @@ impl TestRelay {
             ..RelayConfig::default()
         };
         edit(&mut config);
+        let acme_dir = config.acme.as_ref().map(|_| postern_server::acme::store::live(state.path()));
+        let certs =
+            CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir, acme_dir })?;
         let bind = || TcpListener::bind("127.0.0.1:0");
         let listeners = RelayListeners {
             control: bind().await?,
@@ -231,12 +234,19 @@ impl TestRelay {
 
 /// One http tunnel spec for `local_port` under `id`.
 pub fn http_tunnel(id: &str, local_port: u16) -> TunnelSpec {
-    TunnelSpec { kind: TunnelKind::Http, local_port, remote_port: None, id: Some(id.to_string()), access: None }
+    TunnelSpec {
+        kind: TunnelKind::Http,
+        local_port,
+        remote_port: None,
+        id: Some(id.to_string()),
+        access: None,
+        domain: None,
+    }
 }
 
 /// One tcp tunnel spec for `local_port`.
 pub fn tcp(local_port: u16) -> TunnelSpec {
-    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None, access: None }
+    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None, access: None, domain: None }
 }
 
 /// An agent running in this process.

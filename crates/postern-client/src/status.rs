@@ -52,6 +52,8 @@ pub struct TunnelStatus {
     pub public_url: String,
     /// Shorter URL, for an id's default tunnel.
     pub default_url: Option<String>,
+    /// The custom domain's URL, when the relay granted it.
+    pub domain_url: Option<String>,
     /// Local port.
     pub local_port: u16,
 }
@@ -71,6 +73,7 @@ pub fn view(server: &str, state: &AgentState, stats: &AgentStats) -> StatusView 
                 kind: t.kind.as_str(),
                 public_url: t.public_url.clone(),
                 default_url: t.default_url.clone(),
+                domain_url: t.domain_url.clone(),
                 local_port: t.local_port,
             })
             .collect(),

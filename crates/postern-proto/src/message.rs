@@ -81,6 +81,10 @@ pub struct TunnelSpec {
     /// Who may use the tunnel; absent means public.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::access::Access>,
+    /// For http: a custom domain (`app.example.com`) that also reaches this tunnel, if the
+    /// operator allows it or its DNS proves the client owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// First frame from the agent.
@@ -128,6 +132,9 @@ pub struct TunnelGrant {
     /// For http: the shorter URL (`https://<id>.<domain>`) when this tunnel is the id's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_url: Option<String>,
+    /// For http: the URL of the tunnel's custom domain, when it was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_url: Option<String>,
 }
 
 /// The relay accepted the session.

@@ -17,6 +17,7 @@ fn sample_messages() -> Vec<Message> {
                     remote_port: Some(20001),
                     id: None,
                     access: None,
+                    domain: None,
                 },
                 TunnelSpec {
                     kind: TunnelKind::Http,
@@ -24,6 +25,7 @@ fn sample_messages() -> Vec<Message> {
                     remote_port: None,
                     id: Some("app".into()),
                     access: None,
+                    domain: None,
                 },
             ],
             agent: "postern/0.1.0".into(),
@@ -38,6 +40,7 @@ fn sample_messages() -> Vec<Message> {
                 local_port: 5432,
                 public_url: "tcp://localhost:20001".into(),
                 default_url: None,
+                domain_url: None,
             }],
             heartbeat_ms: 10_000,
         }),

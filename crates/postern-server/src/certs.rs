@@ -2,7 +2,8 @@
 //!
 //! Sources, in lookup order for a TLS ClientHello's server name:
 //!
-//! 1. extra certificates from `--tls-dir` (custom domains), by exact name, then by wildcard;
+//! 1. extra certificates from `--tls-dir` and those ACME got (`<state-dir>/acme/live`, see
+//!    [`crate::acme`]), by exact name, then by wildcard;
 //! 2. the main certificate: `--tls-cert`/`--tls-key` (e.g. certbot's DNS-01 wildcard
 //!    `fullchain.pem` and `privkey.pem`, used as they are), or the development certificate for
 //!    `localhost` and `*.localhost` created in `--state-dir`.
@@ -35,6 +36,8 @@ pub struct CertSource {
     pub files: Option<(PathBuf, PathBuf)>,
     /// Directory of extra certificates (certbot `live/` layout).
     pub extra_dir: Option<PathBuf>,
+    /// Certificates the relay got itself by ACME (same layout; `--tls-dir` wins on a tie).
+    pub acme_dir: Option<PathBuf>,
 }
 
 /// Why certificates could not be loaded.
@@ -164,10 +167,7 @@ impl CertResolver {
         if set.watched.iter().any(|(path, seen)| fingerprint(path) != *seen) {
             return true;
         }
-        match &self.source.extra_dir {
-            Some(dir) => scan_dir(dir).map(|pairs| pairs != set.extra_pairs).unwrap_or(false),
-            None => false,
-        }
+        scan_all(&self.source).map(|pairs| pairs != set.extra_pairs).unwrap_or(false)
     }
 
     fn snapshot(&self) -> Arc<CertSet> {
@@ -239,6 +239,18 @@ fn scan_dir(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, CertError> {
     Ok(pairs)
 }
 
+/// The pairs of the ACME directory (which may not exist yet), then of `--tls-dir`.
+fn scan_all(source: &CertSource) -> Result<Vec<(PathBuf, PathBuf)>, CertError> {
+    let mut pairs = match &source.acme_dir {
+        Some(dir) if dir.is_dir() => scan_dir(dir)?,
+        _ => Vec::new(),
+    };
+    if let Some(dir) = &source.extra_dir {
+        pairs.extend(scan_dir(dir)?);
+    }
+    Ok(pairs)
+}
+
 /// DNS names in a certificate's subject alternative names, lowercase.
 fn dns_names(ck: &CertifiedKey) -> Vec<String> {
     let Some(leaf) = ck.cert.first() else { return Vec::new() };
@@ -264,10 +276,7 @@ fn load_set(source: &CertSource, dev: Option<&DevCert>) -> Result<CertSet, CertE
     let main = Arc::new(certified(&cert, &key)?);
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
-    let extra_pairs = match &source.extra_dir {
-        Some(dir) => scan_dir(dir)?,
-        None => Vec::new(),
-    };
+    let extra_pairs = scan_all(source)?;
     for (c, k) in &extra_pairs {
         watched.push((c.clone(), fingerprint(c)));
         watched.push((k.clone(), fingerprint(k)));

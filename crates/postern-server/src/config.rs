@@ -136,6 +136,12 @@ pub struct RelayConfig {
     pub http_max_streams: u32,
     /// How often certificate files are checked for changes; `None` only reloads on demand.
     pub cert_poll_interval: Option<Duration>,
+    /// Custom domains any client may claim (patterns, `*` matches any run of characters).
+    pub allow_domains: Vec<String>,
+    /// Where `_postern.<domain>` TXT ownership proofs are looked up.
+    pub txt_proof: crate::domains::TxtLookup,
+    /// Built-in ACME; needs `state_dir`.
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -168,6 +174,9 @@ impl std::fmt::Debug for RelayConfig {
             .field("http_max_header_bytes", &self.http_max_header_bytes)
             .field("http_max_streams", &self.http_max_streams)
             .field("cert_poll_interval", &self.cert_poll_interval)
+            .field("allow_domains", &self.allow_domains)
+            .field("txt_proof", &self.txt_proof)
+            .field("acme", &self.acme)
             .finish()
     }
 }
@@ -205,6 +214,9 @@ impl Default for RelayConfig {
             http_max_header_bytes: 64 * 1024,
             http_max_streams: 128,
             cert_poll_interval: Some(Duration::from_secs(10)),
+            allow_domains: Vec::new(),
+            txt_proof: crate::domains::TxtLookup::Off,
+            acme: None,
         }
     }
 }
@@ -248,6 +260,27 @@ impl RelayConfig {
         }
         if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
             return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));
+        }
+        if let Some(acme) = &self.acme {
+            if self.state_dir.is_none() {
+                return Err(ConfigError::Invalid(
+                    "ACME needs a state directory for its account and certificates".into(),
+                ));
+            }
+            if acme.wildcard && acme.dns_hook.is_none() {
+                return Err(ConfigError::Invalid(
+                    "an ACME wildcard certificate needs DNS-01: give --acme-dns-hook".into(),
+                ));
+            }
+            if acme.wildcard && self.domain == "localhost" {
+                return Err(ConfigError::Invalid("no CA issues certificates for localhost; set --domain".into()));
+            }
+            if !acme.directory.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "the ACME directory must be an https URL, not {:?}",
+                    acme.directory
+                )));
+            }
         }
         Ok(())
     }

@@ -29,6 +29,7 @@
 
 pub mod abuse;
 pub mod access;
+pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod dev_ca;
+pub mod domains;
 pub mod http_edge;
 pub mod keys;
 pub mod leases;

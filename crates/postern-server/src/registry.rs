@@ -159,6 +159,8 @@ pub struct Tunnel {
     pub closed: CancellationToken,
     /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
     pub alias: OnceLock<String>,
+    /// The custom domain this tunnel answers to (`app.example.com`), once granted.
+    pub domain: OnceLock<String>,
     /// The client's access rules.
     pub access: ClientAccess,
     /// The quota of the token that opened it, if limited.
@@ -183,6 +185,7 @@ impl Tunnel {
             stats: Arc::default(),
             closed: CancellationToken::new(),
             alias: OnceLock::new(),
+            domain: OnceLock::new(),
             access: ClientAccess::default(),
             quota: None,
             slot: Mutex::new(None),
@@ -378,7 +381,8 @@ impl Registry {
         }
     }
 
-    /// Makes `alias` another key for `tunnel`, unless it is taken or leased to another owner.
+    /// Makes `alias` another key for `tunnel`, unless it is taken or leased to another owner:
+    /// its bare `<id>` (no dot), or its custom domain (dotted).
     pub fn insert_alias(&self, alias: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
         if self.leases.check_name(alias, &tunnel.info.owner) != Claim::Granted {
             return Err(NameTaken(alias.to_string()));
@@ -387,7 +391,8 @@ impl Registry {
             Entry::Occupied(_) => Err(NameTaken(alias.to_string())),
             Entry::Vacant(v) => {
                 v.insert(tunnel.clone());
-                let _ = tunnel.alias.set(alias.to_string());
+                let slot = if alias.contains('.') { &tunnel.domain } else { &tunnel.alias };
+                let _ = slot.set(alias.to_string());
                 self.leases.hold_name(alias, &tunnel.info.owner);
                 Ok(())
             }
@@ -451,7 +456,7 @@ impl Registry {
     fn remove(&self, name: &str) -> Option<Arc<Tunnel>> {
         let (_, t) = self.tunnels.remove_if(name, |_, t| t.info.name == name)?;
         {
-            if let Some(alias) = t.alias.get() {
+            for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
                 self.tunnels.remove_if(alias, |_, a| Arc::ptr_eq(a, &t));
             }
             let was_live = !t.closed.is_cancelled() && t.announced.load(Ordering::Relaxed);
@@ -462,7 +467,7 @@ impl Registry {
                 Some(port) => self.leases.release_port(port),
                 None => {
                     self.leases.release_name(&t.info.name);
-                    if let Some(alias) = t.alias.get() {
+                    for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
                         self.leases.release_name(alias);
                     }
                 }

@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::abuse::IpLimits;
+use crate::acme::Acme;
 use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
 use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig};
+use crate::domains::DomainPolicy;
 use crate::http_edge::{self, proxy::Edge};
 use crate::leases::Leases;
 use crate::listener::serve_control;
@@ -76,6 +78,8 @@ pub struct Relay {
     ready: Arc<Readiness>,
     revocations: Arc<Revocations>,
     ip_limits: Arc<IpLimits>,
+    domains: DomainPolicy,
+    acme: Option<Arc<Acme>>,
 }
 
 impl Relay {
@@ -100,7 +104,15 @@ impl Relay {
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
+        let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof)
+            .map_err(|e| RelayError::Config(ConfigError::Invalid(format!("custom domains: {e}"))))?;
+        let acme = match (&config.acme, &config.state_dir) {
+            (Some(a), Some(dir)) => Some(Acme::new(a.clone(), dir.clone(), &config.domain, certs.clone(), metrics)?),
+            _ => None,
+        };
         Ok(Self {
+            domains,
+            acme,
             registry: Registry::new(Arc::new(m), leases),
             config,
             certs,
@@ -170,6 +182,8 @@ impl Relay {
             urls,
             quotas: Quotas::default(),
             ip_limits: self.ip_limits.clone(),
+            domains: self.domains.clone(),
+            acme: self.acme.clone(),
         });
         let edge = Arc::new(Edge {
             config: self.config.clone(),
@@ -177,6 +191,7 @@ impl Relay {
             https_port,
             ip_limits: self.ip_limits.clone(),
             outbound: outbound::client().ok(),
+            acme: self.acme.clone(),
         });
 
         info!(addr = %control_addr, "control port listening");
@@ -203,6 +218,9 @@ impl Relay {
         }
         if let Some(hook) = self.config.webhook.clone() {
             tokio::spawn(webhook::run(hook, self.registry.events(), shutdown.clone()));
+        }
+        if let Some(acme) = &self.acme {
+            tokio::spawn(acme.clone().run(shutdown.clone()));
         }
         tokio::spawn(watch_revocations(
             self.revocations.clone(),

@@ -58,6 +58,10 @@ pub struct Shared {
     pub quotas: Quotas,
     /// Per-address connection caps and authentication lockout.
     pub ip_limits: Arc<IpLimits>,
+    /// Which custom domains clients may claim.
+    pub domains: crate::domains::DomainPolicy,
+    /// Gets certificates for granted custom domains, when ACME is on.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 /// Scheme and port of public HTTP URLs.
@@ -72,11 +76,16 @@ pub struct PublicUrls {
 impl PublicUrls {
     /// `https://<label>.<domain>[:port]`.
     pub fn url(&self, label: &str, domain: &str) -> String {
+        self.host_url(&format!("{label}.{domain}"))
+    }
+
+    /// `https://<host>[:port]`.
+    pub fn host_url(&self, host: &str) -> String {
         let (scheme, default) = if self.secure { ("https", 443) } else { ("http", 80) };
         if self.port == default {
-            format!("{scheme}://{label}.{domain}")
+            format!("{scheme}://{host}")
         } else {
-            format!("{scheme}://{label}.{domain}:{}", self.port)
+            format!("{scheme}://{host}:{}", self.port)
         }
     }
 }
@@ -514,8 +523,34 @@ async fn reserve(
     if kind == TunnelKind::Http && registration.insert_alias(&id, &tunnel).is_ok() {
         default_url = shared.urls.as_ref().map(|u| u.url(&id, &shared.config.domain));
     }
-    let grant = TunnelGrant { name, kind, local_port: spec.local_port, public_url, default_url };
+    let mut domain_url = None;
+    if let (Some(domain), TunnelKind::Http) = (&spec.domain, kind) {
+        let domain = grant_domain(domain, who, shared, registration, &tunnel).await?;
+        domain_url = shared.urls.as_ref().map(|u| u.host_url(&domain));
+    }
+    let grant = TunnelGrant { name, kind, local_port: spec.local_port, public_url, default_url, domain_url };
     Ok((grant, is_tcp.then_some(tunnel)))
+}
+
+/// Grants custom `domain` to `tunnel` if the policy allows it for this client and nobody else
+/// holds it; asks ACME for its certificate.
+async fn grant_domain(
+    domain: &str,
+    who: &Who<'_>,
+    shared: &Shared,
+    registration: &mut Registration,
+    tunnel: &Arc<Tunnel>,
+) -> Result<String, (RefuseCode, String)> {
+    let domain = shared.domains.normalize(domain).map_err(|e| (RefuseCode::BadRequest, e.to_string()))?;
+    let owner = who.identity.subject.as_str();
+    shared.domains.authorize(&domain, owner).await.map_err(|e| (RefuseCode::Unauthorized, e.to_string()))?;
+    registration
+        .insert_alias(&domain, tunnel)
+        .map_err(|_| (RefuseCode::Unavailable, format!("{domain} is served by another client")))?;
+    if let Some(acme) = &shared.acme {
+        acme.ensure(&domain);
+    }
+    Ok(domain)
 }
 
 /// Another connection of the same client (or a sharing client) serves a tunnel that is already
@@ -551,12 +586,17 @@ fn join_existing(
         (Some(alias), Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
         _ => None,
     };
+    let domain_url = match (t.domain.get(), &shared.urls) {
+        (Some(domain), Some(urls)) => Some(urls.host_url(domain)),
+        _ => None,
+    };
     Some(TunnelGrant {
         name: t.info.name.clone(),
         kind: t.info.kind,
         local_port: t.info.local_port,
         public_url: t.info.public_url.clone(),
         default_url,
+        domain_url,
     })
 }
 

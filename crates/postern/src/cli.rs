@@ -108,6 +108,41 @@ pub struct ServerArgs {
     /// holding fullchain.pem and privkey.pem (the layout of /etc/letsencrypt/live)
     #[arg(long, env = "POSTERN_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Custom domains any client may claim with `--domain` (`*` matches anything, e.g.
+    /// '*.example.com'); repeatable. Others need a TXT record _postern.<domain> =
+    /// "postern-owner=<token subject>"
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_domain: Vec<String>,
+    /// Where custom-domain TXT proofs are looked up: `system` (/etc/resolv.conf), a DNS server
+    /// IP:PORT, or `off` (only --allow-domain) [default: system]
+    #[arg(long, value_name = "system|IP:PORT|off")]
+    pub txt_proof: Option<String>,
+    /// Get certificates by ACME (Let's Encrypt by default) for granted custom domains, by
+    /// HTTP-01 on the HTTP listener (port 80 must reach the relay); kept in --state-dir/acme
+    /// and renewed before expiry
+    #[arg(long)]
+    pub acme: bool,
+    /// ACME directory URL [default: Let's Encrypt production]
+    #[arg(long, value_name = "URL", env = "POSTERN_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail for the ACME account (expiry warnings)
+    #[arg(long, value_name = "EMAIL", env = "POSTERN_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Trust this CA (PEM) for the ACME directory's HTTPS, e.g. a test CA such as pebble's
+    #[arg(long, value_name = "PEM")]
+    pub acme_ca: Option<PathBuf>,
+    /// Also get the wildcard *.<domain> (and <domain>) by DNS-01 at start-up; needs
+    /// --acme-dns-hook. Implies --acme
+    #[arg(long)]
+    pub acme_wildcard: bool,
+    /// Program that publishes DNS-01 records: run as `HOOK set|clear <record> <value>`, e.g. a
+    /// script around `nsupdate` (RFC 2136) or your DNS provider's API
+    #[arg(long, value_name = "PATH")]
+    pub acme_dns_hook: Option<PathBuf>,
+    /// Renew certificates when less than this validity is left [default: a third of their
+    /// lifetime, 30 days for Let's Encrypt's 90-day certificates]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub acme_renew_before: Option<std::time::Duration>,
     /// Answer plain-HTTP requests with a redirect to HTTPS
     #[arg(long)]
     pub http_redirect: bool,
@@ -287,6 +322,12 @@ pub struct HttpArgs {
     /// host name]
     #[arg(long)]
     pub id: Option<String>,
+    /// Also serve the (first) port at this custom domain, e.g. app.example.com. Point its DNS
+    /// at the relay; the operator must allow the domain (--allow-domain) or you prove it with a
+    /// TXT record `_postern.<domain>` = `postern-owner=<your token's subject>`. With --acme on
+    /// the relay it gets its own certificate.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
     #[command(flatten)]
     pub http: HttpOptions,
     #[command(flatten)]

@@ -21,8 +21,14 @@ use crate::signals::shutdown_token;
 /// Runs `postern tcp PORT`.
 pub async fn run_tcp(args: TcpArgs) -> anyhow::Result<()> {
     let access = access_rules(&AccessOptions { allow_ip: args.allow_ip.clone(), ..AccessOptions::default() })?;
-    let spec =
-        TunnelSpec { kind: TunnelKind::Tcp, local_port: args.port, remote_port: args.remote_port, id: None, access };
+    let spec = TunnelSpec {
+        kind: TunnelKind::Tcp,
+        local_port: args.port,
+        remote_port: args.remote_port,
+        id: None,
+        access,
+        domain: None,
+    };
     let cfg = agent_config(&args.client, vec![spec], &HttpOptions::default())?;
     run_agent(cfg, args.client.status, shutdown_token()).await
 }
@@ -33,13 +39,15 @@ pub async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     let tunnels = args
         .ports
         .iter()
-        .map(|&port| {
+        .enumerate()
+        .map(|(i, &port)| {
             Ok::<_, anyhow::Error>(TunnelSpec {
                 kind: TunnelKind::Http,
                 local_port: port,
                 remote_port: None,
                 id: Some(id.clone()),
                 access: access_rules(&args.access)?,
+                domain: if i == 0 { args.domain.clone() } else { None },
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -82,6 +90,8 @@ struct FileTunnel {
     port: u16,
     id: Option<String>,
     remote_port: Option<u16>,
+    /// Custom domain (http tunnels).
+    domain: Option<String>,
     #[serde(default)]
     basic_auth: Vec<String>,
     auth_header: Option<String>,
@@ -128,6 +138,7 @@ pub async fn run_start(args: StartArgs) -> anyhow::Result<()> {
                 TunnelKind::Tcp => None,
             },
             access,
+            domain: t.domain,
         });
     }
     let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };
@@ -260,9 +271,11 @@ async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String)
                 say!("reconnected");
             }
             for t in &s.tunnels {
-                match &t.default_url {
-                    Some(short) => say!("{}  ->  {local_host}:{}   (also {short})", t.public_url, t.local_port),
-                    None => say!("{}  ->  {local_host}:{}", t.public_url, t.local_port),
+                let also: Vec<&str> =
+                    [&t.default_url, &t.domain_url].into_iter().flatten().map(String::as_str).collect();
+                match also.is_empty() {
+                    true => say!("{}  ->  {local_host}:{}", t.public_url, t.local_port),
+                    false => say!("{}  ->  {local_host}:{}   (also {})", t.public_url, t.local_port, also.join(", ")),
                 }
             }
         }

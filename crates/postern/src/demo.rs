@@ -25,7 +25,7 @@ use crate::signals::shutdown_token;
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
-    let source = CertSource { state_dir: args.state_dir.clone(), files: None, extra_dir: None };
+    let source = CertSource { state_dir: args.state_dir.clone(), files: None, extra_dir: None, acme_dir: None };
     let certs = CertResolver::load(source).context("preparing the development certificate")?;
     let ca = certs.dev().map(|d| d.ca_cert.clone()).context("development CA missing")?;
     let bind = |what: &'static str, flag: &'static str, addr: SocketAddr| async move {
@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Resu
         remote_port: None,
         id: Some("demo".into()),
         access: None,
+        domain: None,
     };
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());

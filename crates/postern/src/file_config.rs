@@ -33,6 +33,14 @@
 //! max_auth_failures = 10
 //! max_streams_per_agent = 10000
 //! drain_timeout = "30s"
+//! allow_domains = ["*.example.com"] # custom domains any client may claim
+//! txt_proof = "system"             # or "IP:PORT" of a DNS server, or "off"
+//! acme = true                      # certificates for custom domains (HTTP-01)
+//! acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
+//! acme_email = "ops@example.com"
+//! acme_wildcard = true             # *.<domain> by DNS-01 through acme_dns_hook
+//! acme_dns_hook = "/usr/local/bin/postern-dns-hook"
+//! acme_renew_before = "30d"
 //!
 //! [[policy]]                       # operator access policy, by tunnel id
 //! ids = "internal-*"
@@ -83,6 +91,16 @@ pub struct FileConfig {
     pub max_auth_failures: Option<u32>,
     pub max_streams_per_agent: Option<usize>,
     pub drain_timeout: Option<String>,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    pub txt_proof: Option<String>,
+    pub acme: Option<bool>,
+    pub acme_directory: Option<String>,
+    pub acme_email: Option<String>,
+    pub acme_ca: Option<PathBuf>,
+    pub acme_wildcard: Option<bool>,
+    pub acme_dns_hook: Option<PathBuf>,
+    pub acme_renew_before: Option<String>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<FilePolicy>,
 }

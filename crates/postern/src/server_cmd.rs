@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use postern_server::access::Policies;
+use postern_server::acme::{AcmeConfig, LETS_ENCRYPT};
+use postern_server::domains::TxtLookup;
 use postern_server::webhook::Webhook;
 use postern_server::{keys, CertResolver, CertSource, PortRange, Relay, RelayConfig, RelayListeners, Reloader};
 use tokio::net::TcpListener;
@@ -27,6 +29,18 @@ pub struct Resolved {
     pub admin_addr: Option<SocketAddr>,
     pub certs: CertSource,
     pub config: RelayConfig,
+}
+
+/// Parses `--txt-proof`.
+fn txt_proof(value: Option<&str>) -> anyhow::Result<TxtLookup> {
+    match value.map(str::trim) {
+        None | Some("system") => Ok(TxtLookup::System),
+        Some("off" | "none" | "") => Ok(TxtLookup::Off),
+        Some(v) => v
+            .parse()
+            .map(TxtLookup::Server)
+            .with_context(|| format!("--txt-proof: {v:?} is not `system`, `off` or a DNS server like 127.0.0.1:53")),
+    }
 }
 
 /// Parses a listener address or `off`.
@@ -140,6 +154,24 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             .drain_timeout
             .or(duration("drain_timeout", file.drain_timeout.as_deref())?)
             .unwrap_or(d.drain_timeout),
+        allow_domains: if args.allow_domain.is_empty() { file.allow_domains } else { args.allow_domain },
+        txt_proof: txt_proof(args.txt_proof.or(file.txt_proof).as_deref())?,
+        acme: if args.acme || args.acme_wildcard || file.acme.unwrap_or(false) || file.acme_wildcard.unwrap_or(false) {
+            let mut a =
+                AcmeConfig::new(args.acme_directory.or(file.acme_directory).unwrap_or_else(|| LETS_ENCRYPT.into()));
+            a.email = args.acme_email.or(file.acme_email);
+            a.ca = args.acme_ca.or(file.acme_ca);
+            a.wildcard = args.acme_wildcard || file.acme_wildcard.unwrap_or(false);
+            a.dns_hook = args.acme_dns_hook.or(file.acme_dns_hook);
+            if let Some(r) =
+                args.acme_renew_before.or(duration("acme_renew_before", file.acme_renew_before.as_deref())?)
+            {
+                a.renew_before = Some(r);
+            }
+            Some(a)
+        } else {
+            None
+        },
     };
     let control_addr = args.control_addr.or(file.control_addr).unwrap_or(if dev { local(7000) } else { any(7000) });
     let http_addr =
@@ -149,7 +181,8 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     // Metrics and the status API stay on loopback unless asked otherwise, even in production.
     let admin_addr = listen_addr("--admin-addr", args.admin_addr.or(file.admin_addr), local(7001))?;
     config.validate()?;
-    let certs = CertSource { state_dir, files: tls_files, extra_dir: args.tls_dir.or(file.tls_dir) };
+    let acme_dir = config.acme.as_ref().map(|_| postern_server::acme::store::live(&state_dir));
+    let certs = CertSource { state_dir, files: tls_files, extra_dir: args.tls_dir.or(file.tls_dir), acme_dir };
     Ok(Resolved { control_addr, http_addr, https_addr, admin_addr, certs, config })
 }
 

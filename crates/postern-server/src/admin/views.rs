@@ -24,6 +24,8 @@ pub struct TunnelView {
     pub public_port: Option<u16>,
     /// Shorter URL answering for the id's default port (http tunnels).
     pub alias: Option<String>,
+    /// Its custom domain, if one was granted.
+    pub domain: Option<String>,
     /// Port on the client's side.
     pub local_port: u16,
     /// The client's id.
@@ -67,6 +69,7 @@ impl From<&Tunnel> for TunnelView {
             public_url: i.public_url.clone(),
             public_port: i.public_port,
             alias: t.alias.get().cloned(),
+            domain: t.domain.get().cloned(),
             local_port: i.local_port,
             client_id: i.client_id.clone(),
             owner: i.owner.clone(),

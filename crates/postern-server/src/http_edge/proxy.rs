@@ -55,6 +55,8 @@ pub struct Edge {
     pub ip_limits: Arc<IpLimits>,
     /// Client for forward-auth; `None` if it could not be built (forward-auth then fails closed).
     pub outbound: Option<HttpsClient>,
+    /// The ACME manager, whose HTTP-01 challenges the edge answers.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 fn own(resp: Response<Full<Bytes>>) -> Response<EdgeBody> {
@@ -184,6 +186,13 @@ fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
     resp
 }
 
+/// The body of an HTTP-01 challenge: the key authorization, as text.
+fn challenge_response(key_auth: String) -> Response<EdgeBody> {
+    let mut resp = own(Response::new(Full::new(Bytes::from(key_auth))));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
 /// Label for requests the relay answers itself, before any tunnel is involved.
 const RELAY: &str = "relay";
 
@@ -196,8 +205,19 @@ async fn forward(
     let Some(host) = request_host(&req) else {
         return (RELAY, error(EdgeError::BadHost, None));
     };
-    let route = match hostname::parse(&host, &edge.config.domain) {
-        Ok(r) => r,
+    // ACME HTTP-01 challenges, for any host, before redirects (the CA asks over plain HTTP).
+    if let (Some(acme), false) = (&edge.acme, secure) {
+        if let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PATH) {
+            if let Some(key_auth) = acme.key_authorization(token) {
+                return (RELAY, challenge_response(key_auth));
+            }
+        }
+    }
+    // `<id>-<port>.<domain>` names a tunnel by label; any other name may be a custom domain,
+    // which the registry holds as a key of its own (labels have no dots, domains do).
+    let key = match hostname::parse(&host, &edge.config.domain) {
+        Ok(r) => r.label,
+        Err(HostError::NotOurs(name)) if name.contains('.') => name,
         Err(HostError::NotOurs(_)) => return (RELAY, error(EdgeError::TunnelNotFound, Some(&host))),
         Err(_) => return (RELAY, error(EdgeError::BadHost, Some(&host))),
     };
@@ -207,7 +227,7 @@ async fn forward(
             return (RELAY, redirect(&host, &path, port));
         }
     }
-    let Some(tunnel) = edge.registry.get(&route.label).filter(|t| t.info.kind == TunnelKind::Http) else {
+    let Some(tunnel) = edge.registry.get(&key).filter(|t| t.info.kind == TunnelKind::Http) else {
         return (RELAY, error(EdgeError::TunnelNotFound, Some(&host)));
     };
     let upgrading = req.version() <= Version::HTTP_11 && upgrade_protocol(req.headers()).is_some();
