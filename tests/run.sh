@@ -20,6 +20,12 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 python3 -c 'import yaml' >/dev/null 2>&1 || python3 -m pip install --quiet pyyaml
+# The real bore client for tests/tests/bore.rs (from crates.io; never committed). If it cannot be
+# installed, those tests say so and skip.
+if [ ! -x target/peers/bin/bore ]; then
+    cargo install bore-cli --version 0.6.0 --locked --root target/peers \
+        || echo "warning: could not install bore-cli; the bore endpoint tests will skip"
+fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

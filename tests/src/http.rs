@@ -190,6 +190,28 @@ pub async fn admin(
     Ok((status, text(resp.into_body()).await?))
 }
 
+/// POSTs a JSON `body` to the admin listener with bearer `token`; the status and JSON answer.
+pub async fn admin_post_json(
+    relay: &TestRelay,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(relay.admin_addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).context("status")?;
+    let json = out.split("\r\n\r\n").nth(1).context("body")?;
+    Ok((http::StatusCode::from_u16(status)?, serde_json::from_str(json)?))
+}
+
 /// `admin` for a JSON answer.
 pub async fn admin_json(
     relay: &TestRelay,

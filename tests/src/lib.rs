@@ -56,6 +56,8 @@ pub struct TestRelay {
     pub http_addr: SocketAddr,
     /// Admin API, metrics, health.
     pub admin_addr: SocketAddr,
+    /// The bore-compatible endpoint, when started with [`TestRelay::with_bore`].
+    pub bore_addr: Option<SocketAddr>,
     /// The relay's token signing key, to mint test tokens.
     pub key: TokenKey,
     /// The development CA the relay's certificate chains to.
@@ -87,6 +89,39 @@ impl TestRelay {
 
     /// A relay that also serves the extra certificates in `extra_dir` (`--tls-dir`).
     pub async fn with_certs(edit: impl FnOnce(&mut RelayConfig), extra_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::build(edit, extra_dir, None).await
+    }
+
+    /// A relay with a bore endpoint on port 7835 (the only port `bore local` dials) of a random
+    /// loopback address, so tests can run side by side; TCP tunnels bind on that address too.
+    pub async fn with_bore(edit: impl FnOnce(&mut RelayConfig)) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..32 {
+            let ip =
+                std::net::Ipv4Addr::new(127, rand::random_range(1..=254), rand::random(), rand::random_range(1..=254));
+            match TcpListener::bind((ip, postern_proto::bore::DEFAULT_PORT)).await {
+                Ok(l) => {
+                    return Self::build(
+                        |c| {
+                            c.tcp_bind = ip.into();
+                            edit(c)
+                        },
+                        None,
+                        Some(l),
+                    )
+                    .await
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(anyhow::anyhow!("no loopback address with port 7835 free: {last:?}"))
+    }
+
+    async fn build(
+        edit: impl FnOnce(&mut RelayConfig),
+        extra_dir: Option<PathBuf>,
+        bore: Option<TcpListener>,
+    ) -> anyhow::Result<Self> {
         init_logging();
         let state = tempfile::tempdir()?;
         let key = TokenKey::from_bytes(rand::random());
@@ -106,6 +141,7 @@ impl TestRelay {
             http: Some(bind().await?),
             https: Some(bind().await?),
             admin: Some(bind().await?),
+            bore,
         };
         Self::launch(config, certs, key, state, listeners).await
     }
@@ -121,6 +157,7 @@ impl TestRelay {
             Ok(l.as_ref().context("listener")?.local_addr()?)
         };
         let control_addr = listeners.control.local_addr()?;
+        let bore_addr = listeners.bore.as_ref().map(|l| l.local_addr()).transpose()?;
         let (https_addr, http_addr, admin_addr) =
             (addr(&listeners.https)?, addr(&listeners.http)?, addr(&listeners.admin)?);
         let ca = certs.dev().context("dev CA")?.ca_cert.clone();
@@ -142,6 +179,7 @@ impl TestRelay {
             https_addr,
             http_addr,
             admin_addr,
+            bore_addr,
             key,
             ca,
             state_dir: state.path().into(),
@@ -158,7 +196,18 @@ impl TestRelay {
     /// directory, certificates and key: a restart.
     pub async fn restart(self) -> anyhow::Result<Self> {
         let Self {
-            control_addr, http_addr, https_addr, admin_addr, config, certs, key, shutdown, task, _state, ..
+            control_addr,
+            http_addr,
+            https_addr,
+            admin_addr,
+            bore_addr,
+            config,
+            certs,
+            key,
+            shutdown,
+            task,
+            _state,
+            ..
         } = self;
         shutdown.cancel();
         task.await?;
@@ -168,6 +217,10 @@ impl TestRelay {
             http: Some(bind(http_addr).await?),
             https: Some(bind(https_addr).await?),
             admin: Some(bind(admin_addr).await?),
+            bore: match bore_addr {
+                Some(a) => Some(bind(a).await?),
+                None => None,
+            },
         };
         Self::launch(config, certs, key, _state, listeners).await
     }

@@ -98,18 +98,7 @@ async fn revocation_through_the_api_drops_the_session_within_a_second() -> anyho
 }
 
 async fn post_json(relay: &TestRelay, path: &str, body: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-    let mut s = TcpStream::connect(relay.admin_addr).await?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ROOT}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).context("status")?;
-    let json = out.split("\r\n\r\n").nth(1).context("body")?;
-    Ok((StatusCode::from_u16(status)?, serde_json::from_str(json)?))
+    postern_e2e::http::admin_post_json(relay, path, ROOT, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

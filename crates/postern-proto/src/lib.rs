@@ -15,6 +15,7 @@
 //! The byte layout is documented, byte by byte, in `docs/protocol.md`.
 
 pub mod access;
+pub mod bore;
 pub mod frame;
 pub mod hostname;
 pub mod message;

@@ -33,6 +33,7 @@ pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod auth;
+pub mod bore;
 pub mod certs;
 pub mod clock;
 pub mod config;

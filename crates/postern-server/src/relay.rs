@@ -14,6 +14,7 @@ use crate::abuse::IpLimits;
 use crate::acme::Acme;
 use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
+use crate::bore::{self, BoreEdge};
 use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig};
 use crate::domains::DomainPolicy;
@@ -59,12 +60,14 @@ pub struct RelayListeners {
     pub https: Option<TcpListener>,
     /// Status API, metrics and health, if any.
     pub admin: Option<TcpListener>,
+    /// The bore-compatible endpoint, if any (see [`crate::bore`]).
+    pub bore: Option<TcpListener>,
 }
 
 impl RelayListeners {
     /// Only the control port (TCP tunnels only).
     pub fn control_only(control: TcpListener) -> Self {
-        Self { control, http: None, https: None, admin: None }
+        Self { control, http: None, https: None, admin: None, bore: None }
     }
 }
 
@@ -203,7 +206,27 @@ impl Relay {
         if let Some(l) = listeners.https {
             info!(addr = %l.local_addr()?, "public HTTPS listening");
             let tls = TlsAcceptor::from(Arc::new(self.certs.server_config(&[b"h2", b"http/1.1"])?));
-            edges.push(tokio::spawn(http_edge::serve(l, Some(tls), edge.clone(), public_conns, shutdown.clone())));
+            edges.push(tokio::spawn(http_edge::serve(
+                l,
+                Some(tls),
+                edge.clone(),
+                public_conns.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(l) = listeners.bore {
+            let addr = l.local_addr()?;
+            info!(%addr, "bore-compatible endpoint listening");
+            let bore = BoreEdge::new(
+                self.config.clone(),
+                auth.clone(),
+                self.registry.clone(),
+                self.ip_limits.clone(),
+                public_conns.clone(),
+                self.config.anonymous_allowed(addr),
+            );
+            tokio::spawn(bore::expire_unclaimed(bore.clone(), shutdown.clone()));
+            edges.push(tokio::spawn(bore::serve(l, bore, shutdown.clone())));
         }
         if let Some(l) = listeners.admin {
             info!(addr = %l.local_addr()?, "admin API listening");
@@ -213,6 +236,7 @@ impl Relay {
                 metrics: self.metrics.clone(),
                 ready: self.ready.clone(),
                 ip_limits: self.ip_limits.clone(),
+                state_dir: self.config.state_dir.clone(),
             });
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
         }

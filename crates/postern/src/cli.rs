@@ -162,6 +162,12 @@ pub struct ServerArgs {
     /// private [default: 127.0.0.1:7001]
     #[arg(long, env = "POSTERN_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
+    /// Also accept unmodified bore clients (`bore local <port> --to <relay> --secret <token>`)
+    /// here, e.g. 0.0.0.0:7835 (bore always dials port 7835); their tunnels are TCP tunnels
+    /// from --tcp-ports. Secrets: --token, or tokens minted with `postern token mint --kind
+    /// bore` [default: off]
+    #[arg(long, env = "POSTERN_BORE_ADDR", value_name = "ADDR|off")]
+    pub bore_addr: Option<String>,
     /// Bearer token with full access to the admin API (client tokens see only their own
     /// tunnels)
     #[arg(long, env = "POSTERN_ADMIN_TOKEN", hide_env_values = true)]
@@ -307,6 +313,11 @@ pub struct MintArgs {
     /// Quota: HTTP requests per second across all its tunnels
     #[arg(long = "rps")]
     pub requests_per_sec: Option<u32>,
+    /// `postern` (for the postern client) or `bore`: also usable as `bore local --secret <token>`
+    /// against the relay's --bore-addr (recorded in the state directory so the relay can check
+    /// bore's challenge)
+    #[arg(long, default_value = "postern", value_parser = ["postern", "bore"])]
+    pub kind: String,
     /// The relay's state directory (holds token.key, created if missing)
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,

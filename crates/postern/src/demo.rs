@@ -50,7 +50,7 @@ pub async fn run(args: DemoArgs, metrics: &prometheus::Registry) -> anyhow::Resu
     };
     let relay = Relay::new(config, certs, metrics)?;
     let relay_shutdown = shutdown.clone();
-    let listeners = RelayListeners { control, http: Some(http), https: Some(https), admin: Some(admin) };
+    let listeners = RelayListeners { control, http: Some(http), https: Some(https), admin: Some(admin), bore: None };
     let relay_task =
         tokio::spawn(async move { relay.run(listeners, relay_shutdown, std::time::Duration::from_secs(3)).await });
 

@@ -24,6 +24,7 @@
 //! http_max_header_bytes = 65536
 //! http_max_streams = 128
 //! admin_addr = "127.0.0.1:7001"   # or "off"
+//! bore_addr = "0.0.0.0:7835"      # bore-compatible endpoint; default off
 //! admin_token = "..."             # better: POSTERN_ADMIN_TOKEN
 //! webhook = "https://hooks.example.com/postern"
 //! webhook_secret = "..."          # better: POSTERN_WEBHOOK_SECRET
@@ -82,6 +83,7 @@ pub struct FileConfig {
     pub http_max_header_bytes: Option<usize>,
     pub http_max_streams: Option<u32>,
     pub admin_addr: Option<String>,
+    pub bore_addr: Option<String>,
     pub admin_token: Option<String>,
     pub webhook: Option<String>,
     pub webhook_secret: Option<String>,

@@ -27,6 +27,7 @@ pub struct Resolved {
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    pub bore_addr: Option<SocketAddr>,
     pub certs: CertSource,
     pub config: RelayConfig,
 }
@@ -180,10 +181,14 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
         listen_addr("--https-addr", args.https_addr.or(file.https_addr), if dev { local(8443) } else { any(443) })?;
     // Metrics and the status API stay on loopback unless asked otherwise, even in production.
     let admin_addr = listen_addr("--admin-addr", args.admin_addr.or(file.admin_addr), local(7001))?;
+    let bore_addr = match args.bore_addr.or(file.bore_addr) {
+        None => None,
+        Some(v) => listen_addr("--bore-addr", Some(v), local(postern_proto::bore::DEFAULT_PORT))?,
+    };
     config.validate()?;
     let acme_dir = config.acme.as_ref().map(|_| postern_server::acme::store::live(&state_dir));
     let certs = CertSource { state_dir, files: tls_files, extra_dir: args.tls_dir.or(file.tls_dir), acme_dir };
-    Ok(Resolved { control_addr, http_addr, https_addr, admin_addr, certs, config })
+    Ok(Resolved { control_addr, http_addr, https_addr, admin_addr, bore_addr, certs, config })
 }
 
 /// Runs `postern server`, registering its metrics in `metrics`.
@@ -195,11 +200,12 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
     let certs = CertResolver::load(r.certs.clone()).context("loading the relay certificates")?;
     if check {
         say!(
-            "configuration OK: control {}, http {}, https {}, admin {}, tcp ports {} on {}",
+            "configuration OK: control {}, http {}, https {}, admin {}, bore {}, tcp ports {} on {}",
             r.control_addr,
             show(r.http_addr),
             show(r.https_addr),
             show(r.admin_addr),
+            show(r.bore_addr),
             r.config.tcp_ports,
             r.config.tcp_bind
         );
@@ -222,6 +228,10 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
         Some(a) => Some(bind("admin", a).await?),
         None => None,
     };
+    let bore = match r.bore_addr {
+        Some(a) => Some(bind("bore", a).await?),
+        None => None,
+    };
     let bound = control.local_addr()?;
     say!("postern relay: agents connect to {bound}");
     if let Some(l) = &https {
@@ -232,6 +242,17 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
     }
     if let Some(l) = &admin {
         say!("admin API on http://{}/api/v1/tunnels (metrics: /metrics)", l.local_addr()?);
+    }
+    if let Some(l) = &bore {
+        let a = l.local_addr()?;
+        say!("bore clients: bore local <port> --to <this host> --secret <token>   (endpoint {a})");
+        if a.port() != postern_proto::bore::DEFAULT_PORT {
+            say!(
+                "warning: bore clients always dial port {}; this endpoint is on {}",
+                postern_proto::bore::DEFAULT_PORT,
+                a.port()
+            );
+        }
     }
     if let Some(dev) = certs.dev() {
         say!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
@@ -246,7 +267,7 @@ pub async fn run(args: ServerArgs, metrics: &prometheus::Registry) -> anyhow::Re
     let grace = r.config.drain_timeout + SHUTDOWN_GRACE;
     let relay = Relay::new(r.config, certs, metrics)?;
     tokio::spawn(reload_on_change(args, relay.reloader(), shutdown.clone()));
-    relay.run(RelayListeners { control, http, https, admin }, shutdown, grace).await?;
+    relay.run(RelayListeners { control, http, https, admin, bore }, shutdown, grace).await?;
     say!("postern relay stopped");
     Ok(())
 }

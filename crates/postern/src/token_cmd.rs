@@ -61,5 +61,10 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
         },
         share: args.share,
     };
-    Ok(key.sign(&claims)?)
+    let token = key.sign(&claims)?;
+    if args.kind == "bore" {
+        postern_server::bore::secrets::add(&args.state_dir, &token)
+            .with_context(|| format!("recording the bore token in {}", args.state_dir.display()))?;
+    }
+    Ok(token)
 }

@@ -580,3 +580,49 @@ fn changing_the_config_file_reloads_policies_without_dropping_tunnels() {
     // The tunnel stayed up the whole time: the client printed no reconnect.
     assert!(client.lines.try_iter().all(|l| !l.contains("reconnected")));
 }
+
+#[test]
+fn bore_tokens_are_recorded_and_the_bore_endpoint_challenges_with_them() {
+    use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
+    use std::io::{Read, Write};
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["token", "mint", "--subject", "carol", "--kind", "bore", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("mint");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let recorded = std::fs::read_to_string(state.path().join("bore-tokens.json")).expect("bore-tokens.json");
+    assert!(recorded.contains(&token));
+
+    let (relay, _) = start_relay(state.path(), &["--bore-addr", "127.0.0.1:0"]);
+    let line = relay.line_with("bore clients:");
+    let addr: SocketAddr =
+        line.rsplit("endpoint ").next().and_then(|a| a.trim_end_matches(')').parse().ok()).expect("addr");
+    assert!(relay.line_with("warning: bore clients always dial port 7835").contains("7835"));
+
+    // bore's handshake, by hand: challenge, answer, hello.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut dec = Decoder::default();
+    let mut next = |s: &mut TcpStream| loop {
+        if let Some(m) = dec.next_server().expect("frame") {
+            return m;
+        }
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "relay closed the bore connection");
+        dec.extend(&buf[..n]);
+    };
+    let ServerMessage::Challenge(challenge) = next(&mut s) else { panic!("expected a challenge") };
+    let tag = bore::answer(&bore::key(&token), &challenge);
+    s.write_all(&bore::encode_client(&ClientMessage::Authenticate(tag))).expect("write");
+    s.write_all(&bore::encode_client(&ClientMessage::Hello(0))).expect("write");
+    match next(&mut s) {
+        ServerMessage::Hello(port) => assert!(port > 0),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+    assert_eq!(next(&mut s), ServerMessage::Heartbeat);
+}

@@ -103,6 +103,8 @@ pub struct Admin {
     pub ready: Arc<Readiness>,
     /// Authentication lockout by address.
     pub ip_limits: Arc<IpLimits>,
+    /// The relay's state directory (where bore tokens are recorded).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Serves the admin API until `shutdown` fires.

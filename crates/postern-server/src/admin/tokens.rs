@@ -34,6 +34,18 @@ struct MintRequest {
     limits: Limits,
     #[serde(default)]
     share: bool,
+    /// `postern` (default) or `bore`: also a secret for `bore local --secret`.
+    #[serde(default)]
+    kind: TokenKind,
+}
+
+/// What a minted token is for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TokenKind {
+    #[default]
+    Postern,
+    Bore,
 }
 
 fn admin_only(who: &Identity) -> Option<Response<AdminBody>> {
@@ -76,12 +88,26 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
         Ok(t) => t,
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, "sign", e.to_string()),
     };
+    if r.kind == TokenKind::Bore {
+        let Some(dir) = &admin.state_dir else {
+            return fail(StatusCode::CONFLICT, "no_state_dir", "bore tokens need a state directory to be recorded in");
+        };
+        if let Err(e) = crate::bore::secrets::add(dir, &token) {
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, "persist", e.to_string());
+        }
+    }
     tracing::info!(token_id = %claims.jti, subject = %claims.sub, by = %who.subject, "token minted through the admin API");
     let expires =
         exp.map(|e| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(e)).to_string());
     json(
         StatusCode::CREATED,
-        &serde_json::json!({"token": token, "id": claims.jti, "subject": claims.sub, "expires": expires}),
+        &serde_json::json!({
+            "token": token,
+            "id": claims.jti,
+            "subject": claims.sub,
+            "expires": expires,
+            "kind": if r.kind == TokenKind::Bore { "bore" } else { "postern" },
+        }),
     )
 }
 

@@ -1,0 +1,440 @@
+//! The bore-compatible endpoint (`--bore-addr`, off by default): unmodified `bore local`
+//! clients open TCP tunnels on a postern relay.
+//!
+//! Each bore connection is one of two kinds, told apart by its first message (after the
+//! challenge, when a secret is required):
+//!
+//! - **control** (`Hello(port)`): the relay binds a public port from its range, registers a TCP
+//!   tunnel (listed by the status API, counted in the metrics, leased like any other), answers
+//!   `Hello(port)`, then sends `Heartbeat` every [`HEARTBEAT`] and `Connection(id)` for each
+//!   public connection, which waits up to [`UNCLAIMED`] to be claimed;
+//! - **accept** (`Accept(id)`): the client's connection for one public connection; the relay
+//!   splices the two sockets.
+//!
+//! The wire format is in `postern_proto::bore`; the secrets in [`secrets`].
+
+pub mod secrets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
+use postern_proto::TunnelKind;
+use postern_transport::accept;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use crate::abuse::{IpLimits, IpPermit};
+use crate::access::{self, Policies};
+use crate::agent::AgentHandle;
+use crate::auth::{Authenticator, Identity};
+use crate::config::RelayConfig;
+use crate::leases::Claim;
+use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
+use crate::tcp_edge::{self, TunnelMeter};
+
+pub use secrets::BoreSecrets;
+
+/// How often the relay sends `Heartbeat` (bore's own server: every 500 ms).
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long a public connection waits for the client's `Accept`.
+pub const UNCLAIMED: Duration = Duration::from_secs(10);
+
+/// Most public connections waiting to be claimed, relay-wide.
+const MAX_UNCLAIMED: usize = 4096;
+
+/// What the bore endpoint needs from the relay.
+#[derive(Debug)]
+pub struct BoreEdge {
+    /// Settings (port range, bind address, timeouts).
+    pub config: RelayConfig,
+    /// Credential checks (shared token, signed tokens, revocation).
+    pub auth: Authenticator,
+    /// Tokens usable as bore secrets.
+    pub secrets: BoreSecrets,
+    /// Live tunnels.
+    pub registry: Arc<Registry>,
+    /// Per-address caps and login lockout.
+    pub ip_limits: Arc<IpLimits>,
+    /// Cap on concurrent public connections.
+    pub public_conns: Arc<Semaphore>,
+    /// Operator access policies.
+    pub policies: Policies,
+    /// True when clients without a secret are let in (a development relay on loopback).
+    pub anonymous: bool,
+    unclaimed: DashMap<Uuid, Unclaimed>,
+}
+
+/// A public connection waiting for its `Accept`.
+#[derive(Debug)]
+struct Unclaimed {
+    at: Instant,
+    stream: TcpStream,
+    tunnel: Arc<Tunnel>,
+    held: (OwnedSemaphorePermit, IpPermit),
+}
+
+impl BoreEdge {
+    /// The endpoint for a relay with these parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: RelayConfig,
+        auth: Authenticator,
+        registry: Arc<Registry>,
+        ip_limits: Arc<IpLimits>,
+        public_conns: Arc<Semaphore>,
+        anonymous: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            secrets: BoreSecrets::new(config.state_dir.as_deref()),
+            policies: config.policies.clone(),
+            config,
+            auth,
+            registry,
+            ip_limits,
+            public_conns,
+            anonymous,
+            unclaimed: DashMap::new(),
+        })
+    }
+}
+
+/// Why a bore connection ended early; `to_client` is what bore prints.
+#[derive(Debug, thiserror::Error)]
+enum BoreFault {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] bore::BoreError),
+    #[error("timed out waiting for the client")]
+    Timeout,
+    #[error("client closed the connection")]
+    Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Accepts bore connections until `shutdown`. Returns the tracker of connection tasks.
+pub async fn serve(listener: TcpListener, edge: Arc<BoreEdge>, shutdown: CancellationToken) -> TaskTracker {
+    let tasks = TaskTracker::new();
+    let cap = Arc::new(Semaphore::new(edge.config.max_agents));
+    loop {
+        let Some((stream, peer)) = accept::next(&listener, "bore", &shutdown).await else { break };
+        let metrics = edge.registry.metrics().clone();
+        if edge.ip_limits.blocked(peer.ip()) {
+            metrics.handshake_failures.with_label_values(&["locked_out"]).inc();
+            continue;
+        }
+        let Some(per_ip) = edge.ip_limits.admit(peer.ip()) else {
+            metrics.handshake_failures.with_label_values(&["per_ip_cap"]).inc();
+            continue;
+        };
+        let Ok(permit) = cap.clone().try_acquire_owned() else {
+            warn!(%peer, "bore connection refused: relay is at its agent cap");
+            continue;
+        };
+        let (edge, shutdown) = (edge.clone(), shutdown.clone());
+        tasks.spawn(
+            async move {
+                let started = Instant::now();
+                match connection(stream, peer, &edge, shutdown).await {
+                    Ok(what) => info!(took_ms = started.elapsed().as_millis() as u64, "bore connection ended: {what}"),
+                    Err(e) => info!(error = %e, "bore connection failed"),
+                }
+                drop((permit, per_ip));
+            }
+            .instrument(info_span!("bore", %peer)),
+        );
+    }
+    tasks.close();
+    tasks
+}
+
+/// A bore connection's socket and the frames read from it.
+struct Framed {
+    io: TcpStream,
+    decoder: Decoder,
+}
+
+impl Framed {
+    async fn send(&mut self, msg: &ServerMessage) -> std::io::Result<()> {
+        self.io.write_all(&bore::encode(msg)).await
+    }
+
+    /// The next client message, within `limit`.
+    async fn recv(&mut self, limit: Duration) -> Result<ClientMessage, BoreFault> {
+        tokio::time::timeout(limit, async {
+            let mut buf = [0u8; 512];
+            loop {
+                if let Some(msg) = self.decoder.next_client()? {
+                    return Ok(msg);
+                }
+                match self.io.read(&mut buf).await? {
+                    0 => return Err(BoreFault::Closed),
+                    n => self.decoder.extend(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .map_err(|_| BoreFault::Timeout)?
+    }
+
+    /// Tells the client why, then fails.
+    async fn refuse(&mut self, reason: &str) -> BoreFault {
+        let _ = self.send(&ServerMessage::Error(reason.to_string())).await;
+        BoreFault::Refused(reason.to_string())
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    edge: &BoreEdge,
+    shutdown: CancellationToken,
+) -> Result<String, BoreFault> {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Framed { io: stream, decoder: Decoder::default() };
+    let limit = edge.config.handshake_timeout;
+    let identity = authenticate(&mut conn, peer, edge).await?;
+    match conn.recv(limit).await? {
+        ClientMessage::Hello(port) => control(conn, peer, edge, identity, port, shutdown).await,
+        ClientMessage::Accept(id) => claim(conn, edge, &identity, id).await,
+        ClientMessage::Authenticate(_) => Err(conn.refuse("unexpected authenticate").await),
+    }
+}
+
+/// The challenge, when one is due; says who the client is.
+async fn authenticate(conn: &mut Framed, peer: SocketAddr, edge: &BoreEdge) -> Result<Identity, BoreFault> {
+    let mut candidates: Vec<(String, [u8; 32])> = edge.secrets.tokens();
+    if let Some(shared) = &edge.config.token {
+        candidates.push((shared.clone(), bore::key(shared)));
+    }
+    let metrics = edge.registry.metrics();
+    if candidates.is_empty() && edge.anonymous {
+        return Ok(Identity { subject: "anonymous".into(), token_id: None, admin: false, claims: None });
+    }
+    let challenge = Uuid::new_v4();
+    conn.send(&ServerMessage::Challenge(challenge)).await?;
+    let tag = match conn.recv(edge.config.handshake_timeout).await {
+        Ok(ClientMessage::Authenticate(tag)) => tag,
+        Ok(_) => {
+            metrics.handshake_failures.with_label_values(&["unauthorized"]).inc();
+            return Err(conn.refuse("server requires secret, but no secret was provided").await);
+        }
+        Err(e) => {
+            metrics.handshake_failures.with_label_values(&["bad_request"]).inc();
+            return Err(e);
+        }
+    };
+    // Every candidate is checked, so the time taken does not say which one matched.
+    let matched = candidates.iter().fold(None, |found, (secret, key)| {
+        let ok = bore::verify(key, &challenge, &tag);
+        found.or(ok.then_some(secret))
+    });
+    let identity = matched.and_then(|secret| edge.auth.agent(secret, crate::clock::unix_secs()).ok());
+    match identity {
+        Some(identity) => Ok(identity),
+        None => {
+            edge.ip_limits.auth_failed(peer.ip());
+            metrics.handshake_failures.with_label_values(&["unauthorized"]).inc();
+            Err(conn.refuse("invalid secret").await)
+        }
+    }
+}
+
+/// A control connection: one tunnel, heartbeats, and a `Connection` per public connection.
+async fn control(
+    mut conn: Framed,
+    peer: SocketAddr,
+    edge: &BoreEdge,
+    identity: Identity,
+    requested: u16,
+    shutdown: CancellationToken,
+) -> Result<String, BoreFault> {
+    let owner = identity.subject.clone();
+    let session_id = format!("{:016x}", rand::random::<u64>());
+    let client_id = format!("bore-{}", &session_id[..8]);
+    let requested = (requested != 0).then_some(requested);
+    if let Some(port) = requested {
+        if !edge.config.tcp_ports.contains(port) {
+            return Err(conn.refuse("client port number not in allowed range").await);
+        }
+        if !identity.may_request_port(port) {
+            return Err(conn.refuse(&format!("your token does not allow public port {port}")).await);
+        }
+        if let Claim::Held(_) = edge.registry.leases().check_port(port, &owner) {
+            return Err(conn.refuse("port already in use").await);
+        }
+    }
+    let listener = match tcp_edge::bind(&edge.config, requested, None, edge.registry.leases()).await {
+        Ok(l) => l,
+        Err(e) => {
+            let reason = if requested.is_some() { "port already in use" } else { "failed to find an available port" };
+            debug!(error = %e, "no public port");
+            return Err(conn.refuse(reason).await);
+        }
+    };
+    let port = listener.local_addr()?.port();
+    let info = TunnelInfo {
+        name: format!("tcp-{port}"),
+        kind: TunnelKind::Tcp,
+        public_url: format!("tcp://{}:{port}", edge.config.domain),
+        public_port: Some(port),
+        local_port: 0,
+        id: client_id.clone(),
+        client_id: client_id.clone(),
+        owner: owner.clone(),
+        session_id: session_id.clone(),
+        agent_addr: peer,
+        since: SystemTime::now(),
+    };
+    // bore streams arrive as sockets, not h2 streams: the tunnel's agent handle is never
+    // attached, and this task serves its listener.
+    let closed = CancellationToken::new();
+    let handle = AgentHandle::pending(session_id.as_str().into(), client_id.as_str().into(), closed.clone(), 1);
+    let mut tunnel = Tunnel::new(info, handle);
+    tunnel.instance = format!("bore:{owner}");
+    tunnel.listener = std::sync::Mutex::new(Some(listener));
+    let mut registration = Registration::new(edge.registry.clone(), session_id.clone());
+    let tunnel = match registration.insert(tunnel) {
+        Ok(t) => t,
+        Err(e) => return Err(conn.refuse(&format!("{e}")).await),
+    };
+    conn.send(&ServerMessage::Hello(port)).await?;
+    registration.announce_up();
+    info!(%port, %owner, "bore tunnel up");
+
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut buf = [0u8; 256];
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break "relay shutting down".to_string(),
+            _ = tunnel.closed.cancelled() => {
+                let _ = conn.send(&ServerMessage::Error("tunnel closed by the relay".into())).await;
+                break "tunnel closed by the relay".to_string();
+            }
+            _ = heartbeat.tick() => {
+                // A revoked token ends its bore tunnels too (within one heartbeat).
+                if identity.token_id.as_deref().is_some_and(|jti| edge.auth.revocations().is_revoked(jti)) {
+                    let _ = conn.send(&ServerMessage::Error("token revoked".into())).await;
+                    break "token revoked".to_string();
+                }
+                if conn.send(&ServerMessage::Heartbeat).await.is_err() {
+                    break "client gone (heartbeat failed)".to_string();
+                }
+            }
+            read = conn.io.read(&mut buf) => match read {
+                // bore clients send nothing after Hello; anything else is ignored, EOF ends it.
+                Ok(0) | Err(_) => break "client disconnected".to_string(),
+                Ok(_) => {}
+            },
+            accepted = std::future::poll_fn(|cx| tunnel.poll_accept(cx)) => match accepted {
+                Ok((public, from)) => {
+                    if let Some(id) = hold(edge, &tunnel, public, from) {
+                        if conn.send(&ServerMessage::Connection(id)).await.is_err() {
+                            break "client gone".to_string();
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed on bore tunnel port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    };
+    closed.cancel();
+    drop(registration);
+    Ok(format!("tunnel on port {port}: {outcome}"))
+}
+
+/// Keeps a public connection for the client to claim; `None` if it is refused.
+fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: SocketAddr) -> Option<Uuid> {
+    let metrics = edge.registry.metrics();
+    let refuse = |reason: &str| {
+        metrics.public_refused.with_label_values(&[reason]).inc();
+        debug!(%from, reason, "public connection refused");
+        None
+    };
+    let Some(per_ip) = edge.ip_limits.admit(from.ip()) else { return refuse("per_ip_cap") };
+    if access::check_ip(&tunnel.access, &edge.policies.matching(&tunnel.info.id), from.ip()).is_err() {
+        return refuse("not_allowed");
+    }
+    if edge.unclaimed.len() >= MAX_UNCLAIMED {
+        return refuse("agent_cap");
+    }
+    let Ok(permit) = edge.public_conns.clone().try_acquire_owned() else { return refuse("connection_cap") };
+    let _ = public.set_nodelay(true);
+    let id = Uuid::new_v4();
+    edge.unclaimed
+        .insert(id, Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held: (permit, per_ip) });
+    Some(id)
+}
+
+/// Drops public connections nobody claimed within [`UNCLAIMED`]; runs until `shutdown`.
+pub async fn expire_unclaimed(edge: Arc<BoreEdge>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        edge.unclaimed.retain(|id, waiting| {
+            let keep = waiting.at.elapsed() < UNCLAIMED;
+            if !keep {
+                warn!(%id, tunnel = %waiting.tunnel.info.name, "closed a public connection nobody claimed");
+            }
+            keep
+        });
+    }
+}
+
+/// An accept connection: splices the claimed public connection with this one.
+async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid) -> Result<String, BoreFault> {
+    let Some((_, mut waiting)) = edge.unclaimed.remove(&id) else {
+        // bore's server closes silently here; the client logs the failed copy.
+        return Ok(format!("no public connection {id} (expired or claimed)"));
+    };
+    if waiting.tunnel.info.owner != identity.subject {
+        edge.unclaimed.insert(id, waiting);
+        return Err(conn.refuse("this connection belongs to another client").await);
+    }
+    let tunnel = waiting.tunnel.clone();
+    let metrics = edge.registry.metrics().clone();
+    let _stream = tunnel.stats.open_stream();
+    metrics.stream_opened(&tunnel.info.name, "tcp");
+    let active = metrics.streams_active.with_label_values(&["tcp"]);
+    active.inc();
+    let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
+    // Bytes the client sent right after its Accept belong to the stream.
+    let rest = conn.decoder.take_rest();
+    let result = async {
+        if !rest.is_empty() {
+            waiting.stream.write_all(&rest).await?;
+            meter.outbound(rest.len() as u64);
+        }
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut waiting.stream, &mut conn.io) => r,
+            _ = tunnel.closed.cancelled() => Err(std::io::Error::other("tunnel closed")),
+        }
+    }
+    .await;
+    active.dec();
+    drop(waiting.held);
+    match result {
+        Ok((up, down)) => {
+            meter.inbound(up);
+            meter.outbound(down);
+            Ok(format!("public connection {id}: {up} bytes in, {} bytes out", down + rest.len() as u64))
+        }
+        Err(e) => Err(BoreFault::Io(e)),
+    }
+}

@@ -1,0 +1,188 @@
+//! The bore-compatible endpoint with the real `bore` client (bore-cli from crates.io): bytes
+//! through it exactly, its tunnel in the registry, the status API and the metrics, and bore's own
+//! error for a wrong or missing secret.
+//!
+//! The client is found in `BORE_BIN`, `target/peers/bin`, `/tmp/peers/bin` or `PATH`; failing
+//! that, the test installs it with `cargo install bore-cli --root target/peers`, and skips with a
+//! message when that is not possible.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use postern_e2e::http::{admin, admin_post_json};
+use postern_e2e::{origin, payload, sha256, TestRelay, PATIENCE};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+fn bore_bin() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers");
+        let mut candidates: Vec<PathBuf> = std::env::var_os("BORE_BIN").map(PathBuf::from).into_iter().collect();
+        candidates.push(root.join("bin/bore"));
+        candidates.push(PathBuf::from("/tmp/peers/bin/bore"));
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join("bore")));
+        }
+        if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
+            return Some(found);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("installing bore-cli from crates.io into {} ...", root.display());
+        let ok = std::process::Command::new(cargo)
+            .args(["install", "bore-cli", "--version", "0.6.0", "--locked", "--root"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        let bin = root.join("bin/bore");
+        (ok && bin.is_file()).then_some(bin)
+    })
+    .clone()
+}
+
+fn skip() -> Option<PathBuf> {
+    let bin = bore_bin();
+    if bin.is_none() {
+        eprintln!("SKIPPED: the bore client (bore-cli) is not installed and `cargo install bore-cli` failed");
+    }
+    bin
+}
+
+/// `bore local <port> --to <relay> [--secret S]`, output merged into one stream of lines.
+fn bore_local(bin: &PathBuf, relay: &TestRelay, port: u16, secret: Option<&str>) -> anyhow::Result<Child> {
+    let to = relay.bore_addr.context("relay has no bore endpoint")?.ip().to_string();
+    let mut cmd = Command::new(bin);
+    cmd.args(["local", &port.to_string(), "--local-host", "127.0.0.1", "--to", &to]);
+    if let Some(s) = secret {
+        cmd.args(["--secret", s]);
+    }
+    cmd.env("NO_COLOR", "1").env_remove("BORE_SECRET").stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    Ok(cmd.spawn()?)
+}
+
+/// Waits for "listening at <ip>:<port>" and returns the port.
+async fn public_port(child: &mut Child) -> anyhow::Result<u16> {
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.split("listening at ").nth(1) {
+                let port = rest.trim().rsplit(':').next().unwrap_or_default();
+                let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
+                return Ok(digits.parse::<u16>()?);
+            }
+        }
+        anyhow::bail!("bore exited before it was listening")
+    })
+    .await
+    .context("bore never said where it listens")??;
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(found)
+}
+
+/// Everything bore printed before exiting, and whether it failed.
+async fn exit_output(child: Child) -> anyhow::Result<(bool, String)> {
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output()).await.context("bore did not exit")??;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((!out.status.success(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bore_local_tunnels_bytes_exactly_and_shows_up_as_a_postern_tunnel() -> anyhow::Result<()> {
+    let Some(bin) = skip() else { return Ok(()) };
+    let relay = TestRelay::with_bore(|c| c.admin_token = Some("root".into())).await?;
+    // An orchestrator mints the bore token through the API.
+    let (status, minted) =
+        admin_post_json(&relay, "/api/v1/tokens", "root", r#"{"subject":"alice","kind":"bore"}"#).await?;
+    assert_eq!(status, http::StatusCode::CREATED, "{minted}");
+    assert_eq!(minted["kind"], "bore");
+    let token = minted["token"].as_str().context("token")?.to_string();
+    let echo = origin::echo().await?;
+    let mut bore = bore_local(&bin, &relay, echo.port(), Some(&token))?;
+    let port = public_port(&mut bore).await?;
+    let ip = relay.bore_addr.context("bore")?.ip();
+
+    // Three visitors at once, 1 MiB each, echoed back byte for byte.
+    let mut visitors = Vec::new();
+    for seed in 0..3u64 {
+        visitors.push(tokio::spawn(async move {
+            let data = payload(seed, 1 << 20);
+            let mut s = TcpStream::connect((ip, port)).await?;
+            let (mut r, mut w) = s.split();
+            let send = async {
+                w.write_all(&data).await?;
+                w.shutdown().await
+            };
+            let mut back = Vec::new();
+            let (sent, read) = tokio::join!(send, r.read_to_end(&mut back));
+            sent?;
+            read?;
+            anyhow::ensure!(sha256(&back) == sha256(&data), "visitor {seed}: {} bytes came back changed", back.len());
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for v in visitors {
+        tokio::time::timeout(PATIENCE, v).await.context("visitor timed out")???;
+    }
+
+    // A postern TCP tunnel like any other: registry, status API (the token's own view), metrics.
+    let tunnels = relay.registry.list();
+    assert_eq!(tunnels.len(), 1);
+    assert_eq!((tunnels[0].owner.as_str(), tunnels[0].public_port), ("alice", Some(port)));
+    let (status, body) = admin(&relay, http::Method::GET, "/api/v1/tunnels", Some(&token)).await?;
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(body.contains(&format!("\"tcp-{port}\"")), "{body}");
+    let (_, metrics) = admin(&relay, http::Method::GET, "/metrics", None).await?;
+    assert!(metrics.contains("postern_tunnels{kind=\"tcp\"} 1"), "{metrics}");
+    let bytes_in = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postern_bytes_total{direction=\"in\",kind=\"tcp\"} "))
+        .context("no inbound byte counter")?
+        .trim()
+        .parse::<u64>()?;
+    assert_eq!(bytes_in, 3 << 20);
+
+    // Revoking the token ends the live bore tunnel (within a heartbeat) and frees its port.
+    let jti = minted["id"].as_str().context("id")?;
+    let (status, _) = admin(&relay, http::Method::DELETE, &format!("/api/v1/tokens/{jti}"), Some("root")).await?;
+    assert!(status.is_success(), "revoking: {status}");
+    relay.wait_registry(|r| r.is_empty()).await?;
+    let _ = tokio::time::timeout(PATIENCE, bore.wait()).await.context("bore kept running after the revocation")?;
+    tokio::net::TcpListener::bind((ip, port)).await.context("the port was not released")?;
+    relay.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_secret_gets_bores_errors() -> anyhow::Result<()> {
+    let Some(bin) = skip() else { return Ok(()) };
+    let relay = TestRelay::with_bore(|_| {}).await?;
+    let token = relay.mint("alice", &[], false);
+    postern_server::bore::secrets::add(&relay.state_dir, &token)?;
+    let echo = origin::echo().await?;
+
+    let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), Some("not the secret"))?).await?;
+    assert!(failed, "bore must fail with a wrong secret: {out}");
+    assert!(out.contains("invalid secret"), "{out}");
+
+    let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), None)?).await?;
+    assert!(failed, "bore must fail without a secret: {out}");
+    assert!(out.contains("server requires authentication"), "{out}");
+
+    // A token that is not recorded for bore is not a bore secret, even though it is valid.
+    let plain = relay.mint("bob", &[], false);
+    let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), Some(&plain))?).await?;
+    assert!(failed && out.contains("invalid secret"), "{out}");
+
+    // A revoked bore token stops working at once.
+    let jti = postern_proto::token::peek(&token)?.jti;
+    let root = relay.mint("root", &[], true);
+    let (status, _) = admin(&relay, http::Method::DELETE, &format!("/api/v1/tokens/{jti}"), Some(&root)).await?;
+    assert!(status.is_success(), "revoking: {status}");
+    let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), Some(&token))?).await?;
+    assert!(failed && out.contains("invalid secret"), "{out}");
+    assert!(relay.registry.is_empty());
+    relay.stop().await
+}
