@@ -253,8 +253,17 @@ fn scan_all(source: &CertSource) -> Result<Vec<(PathBuf, PathBuf)>, CertError> {
 
 /// DNS names in a certificate's subject alternative names, lowercase.
 fn dns_names(ck: &CertifiedKey) -> Vec<String> {
-    let Some(leaf) = ck.cert.first() else { return Vec::new() };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return Vec::new() };
+    match ck.cert.first() {
+        Some(leaf) => match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+            Ok((_, cert)) => san_dns_names(&cert),
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(),
+    }
+}
+
+/// DNS names in a parsed certificate's subject alternative names, lowercase.
+pub fn san_dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
     san.value
         .general_names

@@ -103,21 +103,7 @@ pub fn read(dir: &Path) -> Option<Stored> {
     let leaf = CertificateDer::pem_file_iter(dir.join("fullchain.pem")).ok()?.next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let at = |t: i64| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
-    let names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::certs::san_dns_names(&cert);
     Some(Stored {
         dir: dir.to_path_buf(),
         names,
