@@ -13,6 +13,7 @@
 //! Certificates for granted domains come from ACME when `--acme` is on (see [`crate::acme`]).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
@@ -69,7 +70,10 @@ pub enum Proof {
 pub struct DomainPolicy {
     base: String,
     allow: Vec<String>,
-    resolver: Option<TokioResolver>,
+    txt: TxtLookup,
+    /// Built on the first TXT lookup: most relays never need one, and an idle relay should not
+    /// carry a resolver.
+    resolver: Arc<OnceLock<Option<TokioResolver>>>,
 }
 
 impl std::fmt::Debug for DomainPolicy {
@@ -77,7 +81,7 @@ impl std::fmt::Debug for DomainPolicy {
         f.debug_struct("DomainPolicy")
             .field("base", &self.base)
             .field("allow", &self.allow)
-            .field("txt_proof", &self.resolver.is_some())
+            .field("txt_proof", &self.txt)
             .finish()
     }
 }
@@ -95,46 +99,57 @@ pub enum TxtLookup {
 
 impl DomainPolicy {
     /// Rules for a relay on `base`; `allow` are patterns (`*` matches any run of characters).
-    pub fn new(base: &str, allow: Vec<String>, txt: TxtLookup) -> Result<Self, std::io::Error> {
-        let resolver = match txt {
-            TxtLookup::Off => None,
-            // Without a usable /etc/resolv.conf the relay still starts: only --allow-domain
-            // grants domains then, and the log says why.
-            TxtLookup::System => match TokioResolver::builder_tokio().and_then(|b| b.build()) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no system DNS resolver: custom domains need --allow-domain");
-                    None
+    pub fn new(base: &str, allow: Vec<String>, txt: TxtLookup) -> Self {
+        Self { base: base.to_ascii_lowercase(), allow, txt, resolver: Arc::new(OnceLock::new()) }
+    }
+
+    /// The resolver for TXT proofs, built on first use; `None` when proofs are off or the
+    /// system has no usable DNS configuration (then only `--allow-domain` grants domains).
+    fn resolver(&self) -> Option<&TokioResolver> {
+        self.resolver
+            .get_or_init(|| match self.txt {
+                TxtLookup::Off => None,
+                TxtLookup::System => match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no system DNS resolver: custom domains need --allow-domain");
+                        None
+                    }
+                },
+                TxtLookup::Server(addr) => {
+                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                        .into_iter()
+                        .map(|mut c| {
+                            c.port = addr.port();
+                            c
+                        })
+                        .collect();
+                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                    server.connections = connections;
+                    let mut builder = TokioResolver::builder_with_config(
+                        ResolverConfig::from_name_servers(vec![server]),
+                        TokioRuntimeProvider::default(),
+                    );
+                    builder.options_mut().timeout = Duration::from_secs(3);
+                    builder.options_mut().attempts = 2;
+                    // A proof just published must count at once: no caching of misses.
+                    builder.options_mut().negative_max_ttl = Some(Duration::ZERO);
+                    builder.options_mut().positive_max_ttl = Some(Duration::from_secs(60));
+                    match builder.build() {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::warn!(error = %e, %addr, "DNS resolver for TXT proofs failed");
+                            None
+                        }
+                    }
                 }
-            },
-            TxtLookup::Server(addr) => {
-                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                    .into_iter()
-                    .map(|mut c| {
-                        c.port = addr.port();
-                        c
-                    })
-                    .collect();
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                server.connections = connections;
-                let mut builder = TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![server]),
-                    TokioRuntimeProvider::default(),
-                );
-                builder.options_mut().timeout = Duration::from_secs(3);
-                builder.options_mut().attempts = 2;
-                // A proof just published must count at once: no caching of misses.
-                builder.options_mut().negative_max_ttl = Some(Duration::ZERO);
-                builder.options_mut().positive_max_ttl = Some(Duration::from_secs(60));
-                Some(builder.build().map_err(|e| std::io::Error::other(format!("DNS resolver: {e}")))?)
-            }
-        };
-        Ok(Self { base: base.to_ascii_lowercase(), allow, resolver })
+            })
+            .as_ref()
     }
 
     /// No custom domains at all (tests, embedded relays).
     pub fn none(base: &str) -> Self {
-        Self { base: base.to_ascii_lowercase(), allow: Vec::new(), resolver: None }
+        Self::new(base, Vec::new(), TxtLookup::Off)
     }
 
     /// Lowercase form of `domain`, if it can be a custom domain on this relay.
@@ -166,7 +181,7 @@ impl DomainPolicy {
             return Ok(Proof::Allowed);
         }
         let not_allowed = || DomainError::NotAllowed { domain: domain.to_string(), subject: subject.to_string() };
-        let Some(resolver) = &self.resolver else { return Err(not_allowed()) };
+        let Some(resolver) = self.resolver() else { return Err(not_allowed()) };
         let want = format!("postern-owner={subject}");
         let query = format!("{TXT_LABEL}.{domain}.");
         let lookup = match tokio::time::timeout(Duration::from_secs(10), resolver.txt_lookup(query.as_str())).await {
@@ -214,8 +229,7 @@ mod tests {
     #[tokio::test]
     async fn allowlist_grants_and_the_rest_is_refused_with_the_txt_hint() {
         let p =
-            DomainPolicy::new("t.example.net", vec!["*.example.com".into(), "Shop.Example.org".into()], TxtLookup::Off)
-                .unwrap();
+            DomainPolicy::new("t.example.net", vec!["*.example.com".into(), "Shop.Example.org".into()], TxtLookup::Off);
         assert_eq!(p.authorize("app.example.com", "alice").await, Ok(Proof::Allowed));
         assert_eq!(p.authorize("shop.example.org", "alice").await, Ok(Proof::Allowed));
         let err = p.authorize("example.org", "alice").await.unwrap_err();

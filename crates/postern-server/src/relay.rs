@@ -107,8 +107,7 @@ impl Relay {
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
-        let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof)
-            .map_err(|e| RelayError::Config(ConfigError::Invalid(format!("custom domains: {e}"))))?;
+        let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof);
         let acme = match (&config.acme, &config.state_dir) {
             (Some(a), Some(dir)) => Some(Acme::new(a.clone(), dir.clone(), &config.domain, certs.clone(), metrics)?),
             _ => None,
