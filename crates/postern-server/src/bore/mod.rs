@@ -226,11 +226,12 @@ async fn authenticate(conn: &mut Framed, peer: SocketAddr, edge: &BoreEdge) -> R
     let tag = match conn.recv(edge.config.handshake_timeout).await {
         Ok(ClientMessage::Authenticate(tag)) => tag,
         Ok(_) => {
-            metrics.handshake_failures.with_label_values(&["unauthorized"]).inc();
+            metrics.handshake_failures.with_label_values(&["missing"]).inc();
             return Err(conn.refuse("server requires secret, but no secret was provided").await);
         }
         Err(e) => {
-            metrics.handshake_failures.with_label_values(&["bad_request"]).inc();
+            let reason = if matches!(e, BoreFault::Timeout) { "timeout" } else { "protocol" };
+            metrics.handshake_failures.with_label_values(&[reason]).inc();
             return Err(e);
         }
     };
@@ -244,7 +245,7 @@ async fn authenticate(conn: &mut Framed, peer: SocketAddr, edge: &BoreEdge) -> R
         Some(identity) => Ok(identity),
         None => {
             edge.ip_limits.auth_failed(peer.ip());
-            metrics.handshake_failures.with_label_values(&["unauthorized"]).inc();
+            metrics.handshake_failures.with_label_values(&["invalid"]).inc();
             Err(conn.refuse("invalid secret").await)
         }
     }
