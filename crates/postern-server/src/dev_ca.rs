@@ -17,10 +17,10 @@
 //! exact name a client asks for (`demo-8000.localhost`); see `certs.rs`.
 
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use crate::state_file::write_atomic;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -82,8 +82,8 @@ pub fn ensure(state_dir: &Path) -> Result<DevCert, DevCaError> {
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
-        write_file(&ca_key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io(&ca_key_path))?;
-        write_file(&out.ca_cert, cert.pem().as_bytes(), 0o644).map_err(io(&out.ca_cert))?;
+        write_atomic(&ca_key_path, key.serialize_pem().as_bytes(), true).map_err(io(&ca_key_path))?;
+        write_atomic(&out.ca_cert, cert.pem().as_bytes(), false).map_err(io(&out.ca_cert))?;
         (key, true)
     };
     // The issuer is rebuilt from the same name and key, which is all a signature needs.
@@ -92,8 +92,8 @@ pub fn ensure(state_dir: &Path) -> Result<DevCert, DevCaError> {
     let leaf_key = KeyPair::generate()?;
     let leaf_cert =
         leaf_params(vec!["localhost".to_string(), "*.localhost".to_string()], true)?.signed_by(&leaf_key, &issuer)?;
-    write_file(&out.key, leaf_key.serialize_pem().as_bytes(), 0o600).map_err(io(&out.key))?;
-    write_file(&out.cert, leaf_cert.pem().as_bytes(), 0o644).map_err(io(&out.cert))?;
+    write_atomic(&out.key, leaf_key.serialize_pem().as_bytes(), true).map_err(io(&out.key))?;
+    write_atomic(&out.cert, leaf_cert.pem().as_bytes(), false).map_err(io(&out.cert))?;
     Ok(DevCert { created, ..out })
 }
 
@@ -156,23 +156,4 @@ fn ca_params() -> CertificateParams {
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2045, 1, 1);
     p
-}
-
-fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut f = opts.open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
 }

@@ -50,6 +50,7 @@ pub mod registry;
 pub mod relay;
 pub mod revocation;
 pub mod session;
+pub mod state_file;
 pub mod tcp_edge;
 pub mod webhook;
 

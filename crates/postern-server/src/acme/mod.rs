@@ -316,7 +316,8 @@ impl Acme {
                 let saved = SavedAccount { directory: self.config.directory.clone(), credentials };
                 let json = serde_json::to_vec_pretty(&saved)
                     .map_err(|e| AcmeError::Store { path: path.clone(), source: std::io::Error::other(e) })?;
-                store::write_atomic(&path, &json, true).map_err(|source| AcmeError::Store { path, source })?;
+                crate::state_file::write_atomic(&path, &json, true)
+                    .map_err(|source| AcmeError::Store { path, source })?;
                 info!(directory = %self.config.directory, "ACME account created");
                 Ok(account)
             })

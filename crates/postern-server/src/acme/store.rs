@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::state_file::write_atomic;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -32,25 +33,6 @@ pub fn dir_name(name: &str) -> String {
         Some(parent) => format!("_wildcard.{parent}"),
         None => name.to_string(),
     }
-}
-
-/// Writes `data` to `path` atomically; `secret` files are readable by the owner only.
-pub fn write_atomic(path: &Path, data: &[u8], secret: bool) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(if secret { 0o600 } else { 0o644 });
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Stores a certificate chain and key for `names` (the first names the directory).

@@ -30,7 +30,7 @@ pub fn add(state_dir: &Path, token: &str) -> std::io::Result<()> {
         tokens.drain(..extra);
     }
     let json = serde_json::to_vec_pretty(&tokens).map_err(std::io::Error::other)?;
-    crate::acme::store::write_atomic(&path, &json, true)
+    crate::state_file::write_atomic(&path, &json, true)
 }
 
 fn read(path: &Path) -> std::io::Result<Vec<String>> {
