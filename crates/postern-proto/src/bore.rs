@@ -57,19 +57,22 @@ pub enum BoreError {
     Invalid(String),
 }
 
-/// One frame: JSON, then NUL.
-pub fn encode(msg: &ServerMessage) -> Vec<u8> {
-    // Serializing these enums cannot fail: no maps with non-string keys, no custom impls.
+/// One frame: JSON, then NUL. (Serializing these enums cannot fail: no maps with non-string
+/// keys, no custom impls.)
+fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut out = serde_json::to_vec(msg).unwrap_or_default();
     out.push(0);
     out
 }
 
+/// A relay frame.
+pub fn encode(msg: &ServerMessage) -> Vec<u8> {
+    frame(msg)
+}
+
 /// A client frame (tests, and the client side if postern ever speaks it).
 pub fn encode_client(msg: &ClientMessage) -> Vec<u8> {
-    let mut out = serde_json::to_vec(msg).unwrap_or_default();
-    out.push(0);
-    out
+    frame(msg)
 }
 
 /// Splits a byte stream into frames. Bytes after a frame stay buffered: on an `Accept`
@@ -101,16 +104,15 @@ impl Decoder {
 
     /// The next complete client message, if any.
     pub fn next_client(&mut self) -> Result<Option<ClientMessage>, BoreError> {
-        match self.next_frame()? {
-            None => Ok(None),
-            Some(frame) => serde_json::from_slice(&frame)
-                .map(Some)
-                .map_err(|e| BoreError::Invalid(format!("{e}: {:?}", String::from_utf8_lossy(&frame)))),
-        }
+        self.next_message()
     }
 
     /// The next complete server message, if any.
     pub fn next_server(&mut self) -> Result<Option<ServerMessage>, BoreError> {
+        self.next_message()
+    }
+
+    fn next_message<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, BoreError> {
         match self.next_frame()? {
             None => Ok(None),
             Some(frame) => serde_json::from_slice(&frame)
