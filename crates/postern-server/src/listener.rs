@@ -4,16 +4,45 @@
 //! address has its own cap; a connection over either is closed at once, as is one from an
 //! address locked out after repeated authentication failures. Each accepted connection runs in its own task with its own span.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use postern_transport::accept;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::abuse::{IpLimits, IpPermit};
+use crate::metrics::RelayMetrics;
 use crate::session::{self, Shared};
+
+/// Lets an agent connection from `peer` in (the control port's and the bore endpoint's), or
+/// says no and counts why: its address is locked out or at its connection cap, or the relay is
+/// at its agent cap (`cap`).
+pub fn admit_agent(
+    ip_limits: &Arc<IpLimits>,
+    metrics: &RelayMetrics,
+    cap: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Option<(OwnedSemaphorePermit, IpPermit)> {
+    if ip_limits.blocked(peer.ip()) {
+        metrics.handshake_failures.with_label_values(&["locked_out"]).inc();
+        debug!(%peer, "agent connection refused: address locked out after failed logins");
+        return None;
+    }
+    let Some(per_ip) = ip_limits.admit(peer.ip()) else {
+        metrics.handshake_failures.with_label_values(&["per_ip_cap"]).inc();
+        debug!(%peer, "agent connection refused: address at its connection cap");
+        return None;
+    };
+    let Ok(permit) = cap.clone().try_acquire_owned() else {
+        warn!(%peer, "agent connection refused: relay is at its agent cap");
+        return None;
+    };
+    Some((permit, per_ip))
+}
 
 /// Accepts agents until `shutdown` fires. Returns the tracker of session tasks.
 pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> TaskTracker {
@@ -21,18 +50,7 @@ pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown:
     let cap = Arc::new(Semaphore::new(shared.config.max_agents));
     loop {
         let Some((stream, peer)) = accept::next(&listener, "control", &shutdown).await else { break };
-        if shared.ip_limits.blocked(peer.ip()) {
-            shared.registry.metrics().handshake_failures.with_label_values(&["locked_out"]).inc();
-            debug!(%peer, "agent connection refused: address locked out after failed logins");
-            continue;
-        }
-        let Some(per_ip) = shared.ip_limits.admit(peer.ip()) else {
-            shared.registry.metrics().handshake_failures.with_label_values(&["per_ip_cap"]).inc();
-            debug!(%peer, "agent connection refused: address at its connection cap");
-            continue;
-        };
-        let Ok(permit) = cap.clone().try_acquire_owned() else {
-            warn!(%peer, "agent connection refused: relay is at its agent cap");
+        let Some((permit, per_ip)) = admit_agent(&shared.ip_limits, shared.registry.metrics(), &cap, peer) else {
             continue;
         };
         let (shared, shutdown) = (shared.clone(), shutdown.clone());

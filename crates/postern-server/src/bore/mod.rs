@@ -37,6 +37,7 @@ use crate::agent::AgentHandle;
 use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
 use crate::leases::Claim;
+use crate::listener::admit_agent;
 use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
 use crate::tcp_edge::{self, TunnelMeter};
 
@@ -128,17 +129,7 @@ pub async fn serve(listener: TcpListener, edge: Arc<BoreEdge>, shutdown: Cancell
     let cap = Arc::new(Semaphore::new(edge.config.max_agents));
     loop {
         let Some((stream, peer)) = accept::next(&listener, "bore", &shutdown).await else { break };
-        let metrics = edge.registry.metrics().clone();
-        if edge.ip_limits.blocked(peer.ip()) {
-            metrics.handshake_failures.with_label_values(&["locked_out"]).inc();
-            continue;
-        }
-        let Some(per_ip) = edge.ip_limits.admit(peer.ip()) else {
-            metrics.handshake_failures.with_label_values(&["per_ip_cap"]).inc();
-            continue;
-        };
-        let Ok(permit) = cap.clone().try_acquire_owned() else {
-            warn!(%peer, "bore connection refused: relay is at its agent cap");
+        let Some((permit, per_ip)) = admit_agent(&edge.ip_limits, edge.registry.metrics(), &cap, peer) else {
             continue;
         };
         let (edge, shutdown) = (edge.clone(), shutdown.clone());
