@@ -27,6 +27,11 @@ if [ ! -x target/peers/bin/bore ]; then
         || echo "warning: could not install bore-cli; the bore endpoint tests will skip"
 fi
 
+# A clean test build needs about 2 GB of disk; say what there is, so a full disk is easy to spot.
+echo "disk free for target/: $(df -h . | awk 'NR==2 {print $4}')"
+# One build per run: incremental state would only cost disk (about 2 GB for this workspace).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
