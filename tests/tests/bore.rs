@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use postern_e2e::http::{admin, admin_post_json};
 use postern_e2e::{origin, payload, sha256, TestRelay, PATIENCE};
+use postern_proto::token::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -184,5 +185,110 @@ async fn a_wrong_or_missing_secret_gets_bores_errors() -> anyhow::Result<()> {
     let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), Some(&token))?).await?;
     assert!(failed && out.contains("invalid secret"), "{out}");
     assert!(relay.registry.is_empty());
+    relay.stop().await
+}
+
+/// Reads until the peer closes; true when it closed (EOF or reset) without sending anything.
+async fn closed_without_data(s: &mut TcpStream) -> anyhow::Result<bool> {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(PATIENCE, s.read(&mut b)).await.context("the relay kept the connection open")? {
+        Ok(0) | Err(_) => Ok(true),
+        Ok(_) => Ok(false),
+    }
+}
+
+/// Polls the tunnel's live counters until `pred` holds (they do not signal changes).
+async fn wait_stats(
+    relay: &TestRelay,
+    name: &str,
+    pred: impl Fn(&postern_server::registry::StatsSnapshot) -> bool,
+) -> anyhow::Result<postern_server::registry::StatsSnapshot> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(s) = relay.registry.get(name).map(|t| t.stats.snapshot()) {
+                if pred(&s) {
+                    return s;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("tunnel {name} never reached the expected counters"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bore_tunnels_obey_the_tokens_quotas_and_count_bytes_as_they_move() -> anyhow::Result<()> {
+    let Some(bin) = skip() else { return Ok(()) };
+    let relay = TestRelay::with_bore(|_| {}).await?;
+    let limits = Limits { max_tunnels: Some(1), max_streams: Some(1), ..Limits::default() };
+    let token = relay.mint_with("carol", &[], |c| c.limits = limits);
+    postern_server::bore::secrets::add(&relay.state_dir, &token)?;
+    let echo = origin::echo().await?;
+    let ip = relay.bore_addr.context("bore")?.ip();
+
+    let mut bore = bore_local(&bin, &relay, echo.port(), Some(&token))?;
+    let port = public_port(&mut bore).await?;
+    let name = format!("tcp-{port}");
+
+    // The token's tunnel quota holds for bore clients too.
+    let (failed, out) = exit_output(bore_local(&bin, &relay, echo.port(), Some(&token))?).await?;
+    assert!(failed && out.contains("tunnel quota (1) is used up"), "{out}");
+    assert_eq!(relay.registry.len(), 1);
+
+    // One visitor, still connected: its bytes are counted while the connection is open.
+    let data = payload(7, 100_000);
+    let mut first = TcpStream::connect((ip, port)).await?;
+    first.write_all(&data).await?;
+    let mut back = vec![0u8; data.len()];
+    first.read_exact(&mut back).await?;
+    assert_eq!(sha256(&back), sha256(&data));
+    let live = wait_stats(&relay, &name, |s| s.bytes_in == 100_000 && s.bytes_out == 100_000).await?;
+    assert_eq!(live.active_streams, 1);
+
+    // The stream quota is 1: a second visitor is closed at once, and counted as a quota refusal.
+    let mut second = TcpStream::connect((ip, port)).await?;
+    assert!(closed_without_data(&mut second).await?, "a visitor over the stream quota was served");
+    let (_, metrics) = admin(&relay, http::Method::GET, "/metrics", None).await?;
+    assert!(metrics.contains("postern_public_connections_refused_total{reason=\"quota\"} 1"), "{metrics}");
+
+    // Once the first visitor leaves, the next one is served.
+    drop(first);
+    wait_stats(&relay, &name, |s| s.active_streams == 0).await?;
+    let mut third = TcpStream::connect((ip, port)).await?;
+    third.write_all(b"again").await?;
+    let mut b = [0u8; 5];
+    tokio::time::timeout(PATIENCE, third.read_exact(&mut b)).await.context("third visitor not served")??;
+    assert_eq!(&b, b"again");
+    relay.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bore_tunnel_is_paced_by_the_tokens_bandwidth_quota() -> anyhow::Result<()> {
+    let Some(bin) = skip() else { return Ok(()) };
+    let relay = TestRelay::with_bore(|_| {}).await?;
+    let rate = 256 * 1024;
+    let token = relay.mint_with("dave", &[], |c| c.limits = Limits { bandwidth: Some(rate), ..Limits::default() });
+    postern_server::bore::secrets::add(&relay.state_dir, &token)?;
+    let echo = origin::echo().await?;
+    let ip = relay.bore_addr.context("bore")?.ip();
+    let mut bore = bore_local(&bin, &relay, echo.port(), Some(&token))?;
+    let port = public_port(&mut bore).await?;
+
+    // 2.5 x the rate, with one second of burst, needs at least 1.5 s in each direction.
+    let data = payload(3, 5 * rate as usize / 2);
+    let started = std::time::Instant::now();
+    let s = TcpStream::connect((ip, port)).await?;
+    let (mut r, mut w) = s.into_split();
+    let writer = async {
+        w.write_all(&data).await?;
+        w.shutdown().await
+    };
+    let mut back = Vec::new();
+    let (wr, rd) = tokio::join!(writer, r.read_to_end(&mut back));
+    wr?;
+    rd?;
+    assert_eq!(sha256(&back), sha256(&data), "paced bytes must still be exact");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400), "not paced: {:?}", started.elapsed());
     relay.stop().await
 }

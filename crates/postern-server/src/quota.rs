@@ -12,6 +12,8 @@ use postern_proto::token::Limits;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::auth::Identity;
+
 /// A token bucket: `rate` units per second, holding at most `burst`.
 #[derive(Debug)]
 pub struct Bucket {
@@ -152,6 +154,13 @@ pub struct Quotas {
 }
 
 impl Quotas {
+    /// The shared quota state of the token behind `identity`; `None` for the shared token, and
+    /// for tokens that limit nothing.
+    pub fn for_identity(&self, identity: &Identity) -> Option<Arc<TokenQuota>> {
+        let claims = identity.claims.as_ref()?;
+        self.get(identity.token_id.as_deref().unwrap_or(&claims.jti), claims.limits)
+    }
+
     /// The shared quota state for token `id` with `limits`; `None` when nothing is limited.
     pub fn get(&self, id: &str, limits: Limits) -> Option<Arc<TokenQuota>> {
         if limits.is_unlimited() {

@@ -175,6 +175,7 @@ impl Relay {
         };
         let public_conns = Arc::new(Semaphore::new(self.config.max_public_connections));
         let control_tls = self.certs.server_config(&[ALPN])?;
+        let quotas = Arc::new(Quotas::default());
         let shared = Arc::new(Shared {
             auth: auth.clone(),
             public_conns: public_conns.clone(),
@@ -182,7 +183,7 @@ impl Relay {
             tls: TlsAcceptor::from(Arc::new(control_tls)),
             config: self.config.clone(),
             urls,
-            quotas: Quotas::default(),
+            quotas: quotas.clone(),
             ip_limits: self.ip_limits.clone(),
             domains: self.domains.clone(),
             acme: self.acme.clone(),
@@ -222,6 +223,7 @@ impl Relay {
                 self.registry.clone(),
                 self.ip_limits.clone(),
                 public_conns.clone(),
+                quotas.clone(),
                 self.config.anonymous_allowed(addr),
             );
             tokio::spawn(bore::expire_unclaimed(bore.clone(), shutdown.clone()));

@@ -54,8 +54,8 @@ pub struct Shared {
     pub public_conns: Arc<Semaphore>,
     /// How public HTTP URLs look; `None` when the relay has no HTTP listener.
     pub urls: Option<PublicUrls>,
-    /// Per-token quotas.
-    pub quotas: Quotas,
+    /// Per-token quotas (shared with the bore endpoint).
+    pub quotas: Arc<Quotas>,
     /// Per-address connection caps and authentication lockout.
     pub ip_limits: Arc<IpLimits>,
     /// Which custom domains clients may claim.
@@ -234,10 +234,7 @@ async fn serve(
             return Err(e.into());
         }
     };
-    let quota = identity
-        .claims
-        .as_ref()
-        .and_then(|c| shared.quotas.get(identity.token_id.as_deref().unwrap_or(&c.jti), c.limits));
+    let quota = shared.quotas.for_identity(&identity);
     if let Some(q) = &quota {
         if let Some(max) = q.limits.max_tunnels {
             if hello.tunnels.len() > max as usize {

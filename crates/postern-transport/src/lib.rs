@@ -8,6 +8,7 @@
 //! - [`framed`]: reads and writes handshake frames on an async stream without ever reading past
 //!   the frame, so the h2 connection that follows starts on the right byte.
 //! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps), and the heartbeat.
+//! - [`pipe`]: copies bytes between two sockets, metered as they move, with half-close.
 //! - [`splice`]: copies bytes between a socket and an h2 stream with flow-control backpressure and
 //!   correct half-close.
 //! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.
@@ -17,5 +18,6 @@ pub mod body;
 pub mod framed;
 pub mod headers;
 pub mod mux;
+pub mod pipe;
 pub mod splice;
 pub mod tls;

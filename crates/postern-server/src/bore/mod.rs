@@ -11,6 +11,9 @@
 //! - **accept** (`Accept(id)`): the client's connection for one public connection; the relay
 //!   splices the two sockets.
 //!
+//! A bore tunnel spends its token's quotas like any other: the tunnel quota when it opens, the
+//! stream quota for each public connection it holds, and the bandwidth quota as bytes move.
+//!
 //! The wire format is in `postern_proto::bore`; the secrets in [`secrets`].
 
 pub mod secrets;
@@ -23,6 +26,7 @@ use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
 use postern_proto::TunnelKind;
 use postern_transport::accept;
+use postern_transport::pipe::pipe;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,6 +42,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
 use crate::leases::Claim;
 use crate::listener::admit_agent;
+use crate::quota::Quotas;
 use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
 use crate::tcp_edge::{self, TunnelMeter};
 
@@ -67,6 +72,9 @@ pub struct BoreEdge {
     pub ip_limits: Arc<IpLimits>,
     /// Cap on concurrent public connections.
     pub public_conns: Arc<Semaphore>,
+    /// Per-token quotas, shared with the control port: a token's tunnels, streams and bandwidth
+    /// count the same whichever client uses it.
+    pub quotas: Arc<Quotas>,
     /// Operator access policies.
     pub policies: Policies,
     /// True when clients without a secret are let in (a development relay on loopback).
@@ -80,7 +88,8 @@ struct Unclaimed {
     at: Instant,
     stream: TcpStream,
     tunnel: Arc<Tunnel>,
-    held: (OwnedSemaphorePermit, IpPermit),
+    /// The relay's connection cap, the address's cap and the token's stream quota.
+    held: (OwnedSemaphorePermit, IpPermit, Option<OwnedSemaphorePermit>),
 }
 
 impl BoreEdge {
@@ -92,6 +101,7 @@ impl BoreEdge {
         registry: Arc<Registry>,
         ip_limits: Arc<IpLimits>,
         public_conns: Arc<Semaphore>,
+        quotas: Arc<Quotas>,
         anonymous: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -102,6 +112,7 @@ impl BoreEdge {
             registry,
             ip_limits,
             public_conns,
+            quotas,
             anonymous,
             unclaimed: DashMap::new(),
         })
@@ -266,6 +277,12 @@ async fn control(
             return Err(conn.refuse("port already in use").await);
         }
     }
+    let quota = edge.quotas.for_identity(&identity);
+    let slot = match quota.as_ref().map(|q| q.add_tunnel()) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(e)) => return Err(conn.refuse(&e.to_string()).await),
+    };
     let listener = match tcp_edge::bind(&edge.config, requested, None, edge.registry.leases()).await {
         Ok(l) => l,
         Err(e) => {
@@ -294,6 +311,8 @@ async fn control(
     let handle = AgentHandle::pending(session_id.as_str().into(), client_id.as_str().into(), closed.clone(), 1);
     let mut tunnel = Tunnel::new(info, handle);
     tunnel.instance = format!("bore:{owner}");
+    tunnel.quota = quota;
+    tunnel.slot = std::sync::Mutex::new(slot);
     tunnel.listener = std::sync::Mutex::new(Some(listener));
     let mut registration = Registration::new(edge.registry.clone(), session_id.clone());
     let tunnel = match registration.insert(tunnel) {
@@ -360,14 +379,21 @@ fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: SocketAd
     if access::check_ip(&tunnel.access, &edge.policies.matching(&tunnel.info.id), from.ip()).is_err() {
         return refuse("not_allowed");
     }
+    let stream_quota = match tunnel.quota.as_ref().map(|q| q.admit_stream()) {
+        None => None,
+        Some(Ok(permit)) => permit,
+        Some(Err(_)) => return refuse("quota"),
+    };
     if edge.unclaimed.len() >= MAX_UNCLAIMED {
         return refuse("agent_cap");
     }
     let Ok(permit) = edge.public_conns.clone().try_acquire_owned() else { return refuse("connection_cap") };
     let _ = public.set_nodelay(true);
     let id = Uuid::new_v4();
-    edge.unclaimed
-        .insert(id, Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held: (permit, per_ip) });
+    edge.unclaimed.insert(
+        id,
+        Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held: (permit, per_ip, stream_quota) },
+    );
     Some(id)
 }
 
@@ -411,10 +437,11 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     let result = async {
         if !rest.is_empty() {
             waiting.stream.write_all(&rest).await?;
-            meter.outbound(rest.len() as u64);
+            tokio::time::sleep(meter.outbound(rest.len() as u64)).await;
         }
+        // Counted as the bytes move (live statistics, bandwidth quota), like the TCP edge.
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut waiting.stream, &mut conn.io) => r,
+            r = pipe(waiting.stream.split(), conn.io.split(), &meter) => r,
             _ = tunnel.closed.cancelled() => Err(std::io::Error::other("tunnel closed")),
         }
     }
@@ -422,11 +449,11 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     active.dec();
     drop(waiting.held);
     match result {
-        Ok((up, down)) => {
-            meter.inbound(up);
-            meter.outbound(down);
-            Ok(format!("public connection {id}: {up} bytes in, {} bytes out", down + rest.len() as u64))
-        }
+        Ok(s) => Ok(format!(
+            "public connection {id}: {} bytes in, {} bytes out",
+            s.from_public,
+            s.to_public + rest.len() as u64
+        )),
         Err(e) => Err(BoreFault::Io(e)),
     }
 }
