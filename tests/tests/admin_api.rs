@@ -446,6 +446,20 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
     assert_eq!(v["counters"]["streams"], 1);
     assert_eq!(v["counters"]["bytes_in"], 1234);
     assert_eq!(v["counters"]["bytes_out"], 1234);
+
+    // Probes: alive and ready while connected; not ready once the relay is gone.
+    use postern_transport::probe;
+    let ready = probe::get(status_addr, "/readyz", PATIENCE).await?;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(probe::get(status_addr, "/healthz", PATIENCE).await?.status, StatusCode::OK);
+    relay.stop().await?;
+    let mut state = agent.state.clone();
+    tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() != "connected")).await??;
+    let ready = probe::get(status_addr, "/readyz", PATIENCE).await?;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = serde_json::from_str(&ready.body)?;
+    assert_ne!(v["state"], "connected");
+    assert_eq!(probe::get(status_addr, "/healthz", PATIENCE).await?.status, StatusCode::OK);
     stop.cancel();
-    relay.stop().await
+    Ok(())
 }

@@ -1,5 +1,10 @@
 //! The client's local status endpoint (`--status 127.0.0.1:4040`): one JSON document with the
 //! agent's state, public URLs and counters, at `GET /` (also `/status` and `/api/status`).
+//!
+//! For probes (`postern healthcheck 127.0.0.1:4040`, a Kubernetes or compose health check):
+//! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 while the
+//! agent is connected to its relay with its tunnels up, and 503 (with the state and last error)
+//! while it connects, reconnects or has failed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,7 +119,13 @@ fn answer(req: &Request<Incoming>, doc: &StatusView) -> Response<Full<Bytes>> {
         (&Method::GET, "/" | "/status" | "/api/status") => {
             (StatusCode::OK, serde_json::to_vec_pretty(doc).unwrap_or_default())
         }
-        _ => (StatusCode::NOT_FOUND, br#"{"error":"try GET /"}"#.to_vec()),
+        (&Method::GET, "/healthz") => (StatusCode::OK, br#"{"state":"alive"}"#.to_vec()),
+        (&Method::GET, "/readyz") => {
+            let status = if doc.state == "connected" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let body = serde_json::json!({ "state": doc.state, "last_error": doc.last_error });
+            (status, serde_json::to_vec(&body).unwrap_or_default())
+        }
+        _ => (StatusCode::NOT_FOUND, br#"{"error":"try GET /, /healthz or /readyz"}"#.to_vec()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

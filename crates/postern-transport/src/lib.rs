@@ -9,6 +9,8 @@
 //!   the frame, so the h2 connection that follows starts on the right byte.
 //! - [`mux`]: h2 settings both ends use (windows, frame size, stream caps), and the heartbeat.
 //! - [`pipe`]: copies bytes between two sockets, metered as they move, with half-close.
+//! - [`probe`]: a bounded HTTP/1.1 health probe of an admin or status listener
+//!   (`postern healthcheck`).
 //! - [`splice`]: copies bytes between a socket and an h2 stream with flow-control backpressure and
 //!   correct half-close.
 //! - [`tls`]: rustls configuration: loading PEM files, the client's trust store, `--insecure`.
@@ -19,5 +21,6 @@ pub mod framed;
 pub mod headers;
 pub mod mux;
 pub mod pipe;
+pub mod probe;
 pub mod splice;
 pub mod tls;

@@ -43,6 +43,9 @@ pub enum Command {
     /// Try postern on this machine: a relay, a demo web service on 127.0.0.1:8000, and a client
     /// that exposes it through a tunnel.
     Demo(DemoArgs),
+    /// Probe a relay's admin listener or a client's --status listener, for container health
+    /// checks: exits 0 when GET /readyz answers 2xx, 1 otherwise (images need no curl).
+    Healthcheck(HealthcheckArgs),
 }
 
 /// `postern server`.
@@ -421,4 +424,20 @@ pub struct DemoArgs {
     /// Directory for the development CA and certificate
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,
+}
+
+/// `postern healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The listener to probe: the relay's --admin-addr, or a client's --status address. An
+    /// unspecified address (0.0.0.0:7001) means this machine's loopback
+    #[arg(env = "POSTERN_ADMIN_ADDR", default_value = "127.0.0.1:7001", value_name = "ADDR")]
+    pub addr: String,
+    /// Path to GET: /readyz (ready to serve: the relay's listeners are up and it is not draining;
+    /// the client is connected with its tunnels), or /healthz (the process answers)
+    #[arg(long, default_value = "/readyz")]
+    pub path: String,
+    /// Give up after this long
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }

@@ -13,6 +13,7 @@ mod cli;
 mod client_cmd;
 mod demo;
 mod file_config;
+mod healthcheck_cmd;
 mod server_cmd;
 mod signals;
 mod token_cmd;
@@ -40,6 +41,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tcp(args) => client_cmd::run_tcp(args).await,
         Command::Start(args) => client_cmd::run_start(args).await,
         Command::Demo(args) => demo::run(args, &metrics).await,
+        Command::Healthcheck(args) => healthcheck_cmd::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

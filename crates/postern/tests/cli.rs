@@ -626,3 +626,70 @@ fn bore_tokens_are_recorded_and_the_bore_endpoint_challenges_with_them() {
     }
     assert_eq!(next(&mut s), ServerMessage::Heartbeat);
 }
+
+/// `postern healthcheck ARGS...`: (succeeded, stdout + stderr).
+fn healthcheck(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).arg("healthcheck").args(args).env_remove("POSTERN_ADMIN_ADDR").output().expect("run");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn healthcheck_probes_the_relay_and_the_client() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (relay, port) = start_relay(state.path(), &[]);
+    let admin = admin_addr(&relay);
+    // Readiness follows the listeners by a moment; probe as a container runtime would, repeatedly.
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let (ok, text) = healthcheck(&[&admin]);
+        if ok {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the relay never became ready: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("/readyz: 200 OK"), "{text}");
+    let (ok, text) = healthcheck(&[&admin, "--path", "/healthz"]);
+    assert!(ok, "{text}");
+
+    // A client with a status listener is ready while connected, and not once its relay is gone.
+    let status = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let origin = echo_origin();
+    let ca = state.path().join("ca.pem");
+    let client = Proc::spawn(&[
+        "tcp",
+        &origin.port().to_string(),
+        "--server",
+        &format!("127.0.0.1:{port}"),
+        "--ca",
+        ca.to_str().expect("utf-8"),
+        "--status",
+        &status,
+    ]);
+    public_port(&client);
+    // The client printed its URLs once connected, so it is ready now.
+    let (ok, text) = healthcheck(&[&status]);
+    assert!(ok, "{text}");
+    drop(relay);
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let (ok, text) = healthcheck(&[&status]);
+        if !ok {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the client stayed ready without its relay");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("503 Service Unavailable"), "{text}");
+    let (ok, _) = healthcheck(&[&status, "--path", "/healthz"]);
+    assert!(ok, "the client process still answers");
+
+    // Clear errors for what cannot be probed.
+    let (ok, text) = healthcheck(&[&admin]);
+    assert!(!ok && text.contains("cannot connect"), "{text}");
+    let (ok, text) = healthcheck(&["off"]);
+    assert!(!ok && text.contains("admin listener is off"), "{text}");
+    let (ok, text) = healthcheck(&[&status, "--path", "readyz"]);
+    assert!(!ok && text.contains("invalid path"), "{text}");
+}
