@@ -38,6 +38,22 @@ use tokio_util::sync::CancellationToken;
 /// How long a test waits for something that should happen promptly before failing.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// `postern server` on ephemeral loopback ports (control, HTTP, HTTPS, admin, TCP tunnels), for
+/// tests of the binary; the state directory is the caller's to add.
+pub const EPHEMERAL_SERVER: &[&str] = &[
+    "server",
+    "--control-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--https-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+    "--tcp-ports",
+    "0",
+];
+
 /// Logs to the test output when `POSTERN_TEST_LOG` is set (e.g. `debug`).
 pub fn init_logging() {
     if let Ok(filter) = std::env::var("POSTERN_TEST_LOG") {
@@ -345,6 +361,26 @@ impl TestAgent {
         let port: u16 = url.rsplit(':').next().context("url")?.parse()?;
         Ok(SocketAddr::from(([127, 0, 0, 1], port)))
     }
+}
+
+/// Connects to `addr`, writes `data` and half-closes while reading until EOF; returns what came
+/// back (through an echo origin: `data` itself).
+pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut r, mut w) = stream.into_split();
+    let writer = async {
+        w.write_all(data).await?;
+        w.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let reader = async {
+        let mut back = Vec::with_capacity(data.len());
+        r.read_to_end(&mut back).await?;
+        anyhow::Ok(back)
+    };
+    let ((), back) = tokio::try_join!(writer, reader)?;
+    Ok(back)
 }
 
 /// `len` bytes from a seeded generator: different seeds give different payloads.

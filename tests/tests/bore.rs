@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 use postern_e2e::http::{admin, admin_post_json};
-use postern_e2e::{origin, payload, sha256, TestRelay, PATIENCE};
+use postern_e2e::{echo_through, origin, payload, sha256, TestRelay, PATIENCE};
 use postern_proto::token::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -111,16 +111,7 @@ async fn bore_local_tunnels_bytes_exactly_and_shows_up_as_a_postern_tunnel() -> 
     for seed in 0..3u64 {
         visitors.push(tokio::spawn(async move {
             let data = payload(seed, 1 << 20);
-            let mut s = TcpStream::connect((ip, port)).await?;
-            let (mut r, mut w) = s.split();
-            let send = async {
-                w.write_all(&data).await?;
-                w.shutdown().await
-            };
-            let mut back = Vec::new();
-            let (sent, read) = tokio::join!(send, r.read_to_end(&mut back));
-            sent?;
-            read?;
+            let back = echo_through((ip, port).into(), &data).await?;
             anyhow::ensure!(sha256(&back) == sha256(&data), "visitor {seed}: {} bytes came back changed", back.len());
             Ok::<_, anyhow::Error>(())
         }));
@@ -278,16 +269,7 @@ async fn a_bore_tunnel_is_paced_by_the_tokens_bandwidth_quota() -> anyhow::Resul
     // 2.5 x the rate, with one second of burst, needs at least 1.5 s in each direction.
     let data = payload(3, 5 * rate as usize / 2);
     let started = std::time::Instant::now();
-    let s = TcpStream::connect((ip, port)).await?;
-    let (mut r, mut w) = s.into_split();
-    let writer = async {
-        w.write_all(&data).await?;
-        w.shutdown().await
-    };
-    let mut back = Vec::new();
-    let (wr, rd) = tokio::join!(writer, r.read_to_end(&mut back));
-    wr?;
-    rd?;
+    let back = echo_through((ip, port).into(), &data).await?;
     assert_eq!(sha256(&back), sha256(&data), "paced bytes must still be exact");
     assert!(started.elapsed() >= std::time::Duration::from_millis(1400), "not paced: {:?}", started.elapsed());
     relay.stop().await

@@ -202,16 +202,7 @@ async fn bandwidth_quota_paces_a_transfer() -> anyhow::Result<()> {
     let public = agent.public_addr().await?;
     let data = postern_e2e::payload(1, 3 * rate as usize / 2 + rate as usize);
     let started = Instant::now();
-    let s = TcpStream::connect(public).await?;
-    let (mut r, mut w) = s.into_split();
-    let writer = async {
-        w.write_all(&data).await?;
-        w.shutdown().await
-    };
-    let mut back = Vec::new();
-    let (wr, rd) = tokio::join!(writer, r.read_to_end(&mut back));
-    wr?;
-    rd?;
+    let back = postern_e2e::echo_through(public, &data).await?;
     assert_eq!(back, data, "paced bytes must still be exact");
     // 2.5 x rate with one second of burst needs at least 1.5 s; allow for rounding.
     assert!(started.elapsed() >= Duration::from_millis(1400), "not paced: {:?}", started.elapsed());

@@ -3,27 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use postern_e2e::{origin, payload, sha256, tcp, TestAgent, TestRelay, PATIENCE};
+use postern_e2e::{echo_through, origin, payload, sha256, tcp, TestAgent, TestRelay, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Writes `data` and reads the echo concurrently; returns what came back.
-async fn echo_through(addr: std::net::SocketAddr, data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut r, mut w) = stream.into_split();
-    let writer = async {
-        w.write_all(data).await?;
-        w.shutdown().await?;
-        anyhow::Ok(())
-    };
-    let reader = async {
-        let mut back = Vec::with_capacity(data.len());
-        r.read_to_end(&mut back).await?;
-        anyhow::Ok(back)
-    };
-    let ((), back) = tokio::try_join!(writer, reader)?;
-    Ok(back)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_64_mib_exactly() -> anyhow::Result<()> {

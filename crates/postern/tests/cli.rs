@@ -79,21 +79,8 @@ impl Drop for Proc {
 }
 
 fn start_relay(state: &Path, extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec![
-        "server",
-        "--control-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--https-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--tcp-ports",
-        "0",
-        "--state-dir",
-    ];
-    args.push(state.to_str().expect("utf-8 path"));
+    let mut args = postern_e2e::EPHEMERAL_SERVER.to_vec();
+    args.extend(["--state-dir", state.to_str().expect("utf-8 path")]);
     args.extend_from_slice(extra);
     let relay = Proc::spawn(&args);
     let line = relay.line_with("agents connect to");
@@ -115,6 +102,21 @@ fn echo_origin() -> SocketAddr {
         }
     });
     addr
+}
+
+/// `postern tcp` exposing a fresh echo origin through the relay on `control_port`, trusting the
+/// development CA in `state`; `extra` flags go last. Returns the client once it printed its URL,
+/// and the public port.
+fn start_tcp_client(state: &Path, control_port: u16, extra: &[&str]) -> (Proc, u16) {
+    let origin = echo_origin().port().to_string();
+    let server = format!("localhost:{control_port}");
+    let ca = state.join("ca.pem");
+    let mut args = vec!["tcp", &origin, "--server", &server, "--local-host", "127.0.0.1", "--ca"];
+    args.push(ca.to_str().expect("utf-8"));
+    args.extend_from_slice(extra);
+    let client = Proc::spawn(&args);
+    let public = public_port(&client);
+    (client, public)
 }
 
 fn public_port(client: &Proc) -> u16 {
@@ -187,19 +189,7 @@ fn killed_client_closes_public_connections_and_frees_the_port() {
     let state = tempfile::tempdir().expect("tempdir");
     let (relay, port) = start_relay(state.path(), &[]);
     let admin = admin_addr(&relay);
-    let origin = echo_origin();
-    let ca = state.path().join("ca.pem");
-    let mut client = Proc::spawn(&[
-        "tcp",
-        &origin.port().to_string(),
-        "--server",
-        &format!("localhost:{port}"),
-        "--local-host",
-        "127.0.0.1",
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
-    let public = public_port(&client);
+    let (mut client, public) = start_tcp_client(state.path(), port, &[]);
 
     let mut conn = TcpStream::connect(("127.0.0.1", public)).expect("connect public");
     conn.set_read_timeout(Some(PATIENCE)).expect("timeout");
@@ -237,17 +227,7 @@ fn curl(url: &str, extra: &[&str]) -> String {
 fn ctrl_c_unregisters_and_exits_zero() {
     let state = tempfile::tempdir().expect("tempdir");
     let (_relay, port) = start_relay(state.path(), &[]);
-    let origin = echo_origin();
-    let ca = state.path().join("ca.pem");
-    let mut client = Proc::spawn(&[
-        "tcp",
-        &origin.port().to_string(),
-        "--server",
-        &format!("127.0.0.1:{port}"),
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
-    let public = public_port(&client);
+    let (mut client, public) = start_tcp_client(state.path(), port, &[]);
     client.signal("-INT");
     let status = client.wait_exit();
     assert!(status.success(), "{status:?}");
@@ -503,19 +483,7 @@ fn token_revoke_from_the_cli_disconnects_a_running_client() {
         .expect("mint");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let jti = postern_proto::token::peek(&token).expect("claims").jti;
-    let origin = echo_origin();
-    let ca = state.path().join("ca.pem");
-    let mut client = Proc::spawn(&[
-        "tcp",
-        &origin.port().to_string(),
-        "--server",
-        &format!("localhost:{port}"),
-        "--token",
-        &token,
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
-    let public = public_port(&client);
+    let (mut client, public) = start_tcp_client(state.path(), port, &["--token", &token]);
     let out =
         Command::new(BIN).args(["token", "revoke", &jti, "--state-dir"]).arg(state.path()).output().expect("revoke");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -634,53 +602,38 @@ fn healthcheck(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Repeats `postern healthcheck ARGS...` until it succeeds (`ok`) or fails (`!ok`); its output.
+fn healthcheck_until(args: &[&str], ok: bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (now, text) = healthcheck(args);
+        if now == ok {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "healthcheck {args:?} never turned {ok}: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn healthcheck_probes_the_relay_and_the_client() {
     let state = tempfile::tempdir().expect("tempdir");
     let (relay, port) = start_relay(state.path(), &[]);
     let admin = admin_addr(&relay);
     // Readiness follows the listeners by a moment; probe as a container runtime would, repeatedly.
-    let deadline = Instant::now() + PATIENCE;
-    let text = loop {
-        let (ok, text) = healthcheck(&[&admin]);
-        if ok {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "the relay never became ready: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = healthcheck_until(&[&admin], true);
     assert!(text.contains("/readyz: 200 OK"), "{text}");
     let (ok, text) = healthcheck(&[&admin, "--path", "/healthz"]);
     assert!(ok, "{text}");
 
     // A client with a status listener is ready while connected, and not once its relay is gone.
     let status = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
-    let origin = echo_origin();
-    let ca = state.path().join("ca.pem");
-    let client = Proc::spawn(&[
-        "tcp",
-        &origin.port().to_string(),
-        "--server",
-        &format!("127.0.0.1:{port}"),
-        "--ca",
-        ca.to_str().expect("utf-8"),
-        "--status",
-        &status,
-    ]);
-    public_port(&client);
+    let (_client, _) = start_tcp_client(state.path(), port, &["--status", &status]);
     // The client printed its URLs once connected, so it is ready now.
     let (ok, text) = healthcheck(&[&status]);
     assert!(ok, "{text}");
     drop(relay);
-    let deadline = Instant::now() + PATIENCE;
-    let text = loop {
-        let (ok, text) = healthcheck(&[&status]);
-        if !ok {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "the client stayed ready without its relay");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = healthcheck_until(&[&status], false);
     assert!(text.contains("503 Service Unavailable"), "{text}");
     let (ok, _) = healthcheck(&[&status, "--path", "/healthz"]);
     assert!(ok, "the client process still answers");

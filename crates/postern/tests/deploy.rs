@@ -97,24 +97,11 @@ fn relay_runs_as_nobody_without_home() {
         return;
     }
     let (_dir, state) = state_dir_for(65534);
-    let args: Vec<String> = [
-        "server",
-        "--control-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--https-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--tcp-ports",
-        "0",
-        "--state-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([state.display().to_string()])
-    .collect();
+    let args: Vec<String> = postern_e2e::EPHEMERAL_SERVER
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--state-dir".to_string(), state.display().to_string()])
+        .collect();
     let mut relay = start_relay_as(65534, &args, &[]);
     relay.kill().expect("kill");
     let _ = relay.wait();
