@@ -113,7 +113,19 @@ async fn websocket_echo_through_the_tunnel() -> anyhow::Result<()> {
     socket.send(Message::binary(blob.clone())).await?;
     let back = tokio::time::timeout(PATIENCE, socket.next()).await?.context("closed")??;
     assert_eq!(back.into_data().to_vec(), blob);
+    // The closing handshake goes through the tunnel too: our Close, the origin's Close, then EOF.
     socket.close(None).await?;
+    let mut saw_close = false;
+    while let Some(msg) = tokio::time::timeout(PATIENCE, socket.next()).await? {
+        match msg {
+            Ok(Message::Close(_)) => saw_close = true,
+            Ok(other) => anyhow::bail!("unexpected message after Close: {other:?}"),
+            Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(saw_close, "the origin's Close frame did not come back");
+    drop(socket);
     relay.stop().await
 }
 
