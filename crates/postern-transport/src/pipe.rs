@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::splice::Meter;
+use crate::splice::{pause, Meter};
 
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
@@ -72,9 +72,7 @@ where
         if n == buf.len() && buf.len() < MAX_READ {
             buf.resize(buf.len() * 2, 0);
         }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        pause(wait).await;
     }
 }
 

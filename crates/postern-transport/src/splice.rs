@@ -42,7 +42,8 @@ impl Meter for NoMeter {
     }
 }
 
-async fn pause(d: Duration) {
+/// Waits out a [`Meter`]'s pause; no timer at all for a zero one.
+pub async fn pause(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
     }

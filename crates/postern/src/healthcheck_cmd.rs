@@ -1,19 +1,17 @@
 //! `postern healthcheck`: one bounded GET of a health endpoint, as an exit code.
 
-use std::net::SocketAddr;
-
-use anyhow::{bail, Context};
+use anyhow::bail;
 use postern_transport::probe;
 
 use crate::cli::HealthcheckArgs;
+use crate::server_cmd::parse_listen;
 
 /// Probes the listener; `Ok` only for a 2xx answer.
 pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
-    if args.addr.eq_ignore_ascii_case("off") {
-        bail!("the admin listener is off (POSTERN_ADMIN_ADDR=off): nothing to probe; pass the address of a listener");
-    }
-    let addr: SocketAddr =
-        args.addr.parse().with_context(|| format!("{:?} is not an address such as 127.0.0.1:7001", args.addr))?;
+    // The same grammar as the relay's --admin-addr, so POSTERN_ADMIN_ADDR means the same to both.
+    let Some(addr) = parse_listen("ADDR", &args.addr)? else {
+        bail!("the admin listener is off ({:?}): nothing to probe; pass the address of a listener", args.addr);
+    };
     let answer = probe::get(addr, &args.path, args.timeout).await?;
     // The body on one line, short: it says why (state, last error, draining).
     let mut body = answer.body.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -44,14 +44,16 @@ fn txt_proof(value: Option<&str>) -> anyhow::Result<TxtLookup> {
     }
 }
 
-/// Parses a listener address or `off`.
+/// Parses a listener address or `off`, `default` when unset.
 fn listen_addr(flag: &str, value: Option<String>, default: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
-    match value.as_deref().map(str::trim) {
-        None => Ok(Some(default)),
-        Some("off" | "none" | "") => Ok(None),
-        Some(v) => {
-            v.parse().map(Some).with_context(|| format!("{flag}: {v:?} is not an address like 0.0.0.0:443 or `off`"))
-        }
+    value.map_or(Ok(Some(default)), |v| parse_listen(flag, &v))
+}
+
+/// Parses a listener address; `None` for `off` (also `none` or empty).
+pub fn parse_listen(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match value.trim() {
+        "off" | "none" | "" => Ok(None),
+        v => v.parse().map(Some).with_context(|| format!("{flag}: {v:?} is not an address like 0.0.0.0:443 or `off`")),
     }
 }
 

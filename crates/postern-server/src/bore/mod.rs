@@ -27,6 +27,7 @@ use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
 use postern_proto::TunnelKind;
 use postern_transport::accept;
 use postern_transport::pipe::pipe;
+use postern_transport::splice::pause;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -437,7 +438,7 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     let result = async {
         if !rest.is_empty() {
             waiting.stream.write_all(&rest).await?;
-            tokio::time::sleep(meter.outbound(rest.len() as u64)).await;
+            pause(meter.outbound(rest.len() as u64)).await;
         }
         // Counted as the bytes move (live statistics, bandwidth quota), like the TCP edge.
         tokio::select! {
