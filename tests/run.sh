@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the system packages the tests drive
 # (curl for the quick-start test, Prometheus for the scrape test; PyYAML from PyPI to parse the
-# deploy files), then runs the format check,
-# clippy with warnings as errors, and every test in the workspace.
+# deploy files), then runs the format check, clippy with warnings as errors, every test in the
+# workspace, and a bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +35,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# Every fuzz target for a bounded time (POSTERN_FUZZ_SECONDS each, 30 by default; 0 skips),
+# from the seeds in fuzz/corpus/.
+fuzz_secs="${POSTERN_FUZZ_SECONDS:-30}"
+if [ "$fuzz_secs" != 0 ]; then
+    fuzz/run.sh "$fuzz_secs"
+fi

@@ -223,3 +223,29 @@ pub async fn admin_json(
     let json = serde_json::from_str(&body).with_context(|| format!("not JSON: {body}"))?;
     Ok((status, json))
 }
+
+/// Sends `request` as raw bytes over TLS to the HTTPS edge (SNI `sni`, HTTP/1.1) and returns
+/// the status code and what was read: the answer must start within 5 s, and reading stops
+/// when the relay closes or goes quiet after a complete head. For requests no well-behaved
+/// client library would send.
+pub async fn raw_https(relay: &TestRelay, sni: &str, request: &[u8]) -> anyhow::Result<(u16, String)> {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tls = tls_connect(relay, sni, &[b"http/1.1"]).await?;
+    tls.write_all(request).await?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let wait = if out.is_empty() { Duration::from_secs(5) } else { Duration::from_millis(300) };
+        match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) if out.is_empty() => anyhow::bail!("no answer within {wait:?}"),
+            Err(_) if out.windows(4).any(|w| w == b"\r\n\r\n") => break,
+            Err(_) => anyhow::bail!("the answer's head stalled: {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
+    Ok((status, text))
+}

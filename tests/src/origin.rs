@@ -79,6 +79,8 @@ pub async fn greet_then_count(greeting: &'static [u8]) -> anyhow::Result<(Socket
 /// - `POST /hash`: `<length> <sha256 hex>` of the request body, read as a stream;
 /// - `GET /headers`: the request headers, one `name: value` per line;
 /// - `POST /grpc`: `ok` with trailers `grpc-status: 0` and `grpc-message: done`;
+/// - `GET /reason`: `200`, with a `postern-reason` header of its own (which must never pass
+///   for the agent's);
 /// - anything else: `origin <name>`.
 pub async fn http(name: &'static str) -> anyhow::Result<SocketAddr> {
     use hyper::service::service_fn;
@@ -91,9 +93,10 @@ pub async fn http(name: &'static str) -> anyhow::Result<SocketAddr> {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| http_route(req, name));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .await;
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // More header fields than the relay lets through, so its limit is what tests see.
+                builder.http1().max_headers(200);
+                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
             });
         }
     });
@@ -138,6 +141,11 @@ async fn http_route(
             let text: String =
                 req.headers().iter().map(|(k, v)| format!("{}: {}\n", k, v.to_str().unwrap_or("<binary>"))).collect();
             Ok(hyper::Response::new(full(text)))
+        }
+        "/reason" => {
+            let mut resp = hyper::Response::new(full("a good answer".into()));
+            resp.headers_mut().insert("postern-reason", http::HeaderValue::from_static("set by the local service"));
+            Ok(resp)
         }
         "/grpc" => {
             let mut trailers = http::HeaderMap::new();

@@ -175,7 +175,11 @@ async fn connection_loop(
             }
         };
         let delay = backoff.next_delay();
-        warn!(error = %error, retry_in = ?delay, connection = index, "relay session lost; reconnecting");
+        if state.borrow().sessions == 0 {
+            warn!(error = %error, retry_in = ?delay, connection = index, "cannot reach the relay yet; retrying");
+        } else {
+            warn!(error = %error, retry_in = ?delay, connection = index, "relay session lost; reconnecting");
+        }
         state.send_modify(|s| {
             if s.connected == 0 {
                 s.phase = AgentPhase::Reconnecting;

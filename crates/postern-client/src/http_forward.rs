@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use postern_proto::stream;
 use postern_transport::body::{pump, Counted, H2Body};
-use postern_transport::headers::{strip_hop_by_hop, strip_prefixed};
+use postern_transport::headers::strip_for_forwarding;
 use postern_transport::splice::splice;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -94,8 +94,7 @@ pub async fn http(
     let upgrade = req.headers().get(stream::UPGRADE).cloned();
     let (mut parts, body) = req.into_parts();
     let public_host = parts.uri.authority().map(|a| a.as_str().to_string());
-    strip_prefixed(&mut parts.headers, stream::PREFIX);
-    strip_hop_by_hop(&mut parts.headers);
+    strip_for_forwarding(&mut parts.headers);
     let host = match &target.host_header {
         HostHeader::Preserve => public_host,
         HostHeader::Rewrite => Some(format!("{}:{}", target.host, target.port)),
@@ -143,8 +142,7 @@ pub async fn http(
         Err(e) => return Err(refuse(&mut respond, StatusCode::INTERNAL_SERVER_ERROR, addr, e.to_string())),
     };
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    strip_prefixed(&mut parts.headers, stream::PREFIX);
+    strip_for_forwarding(&mut parts.headers);
     let end = body.is_end_stream();
     let send = respond.send_response(Response::from_parts(parts, ()), end)?;
     if end {
@@ -197,7 +195,7 @@ async fn upgrade_request(
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, local_body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_for_forwarding(&mut parts.headers);
         let send = respond.send_response(Response::from_parts(parts, ()), false)?;
         return pump(local_body.map_err(|e| e.to_string()), send, &|n| {
             stats.add_out(n);
@@ -208,7 +206,7 @@ async fn upgrade_request(
     }
     let on_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_for_forwarding(&mut parts.headers);
     parts.status = StatusCode::OK;
     parts.headers.insert(stream::STATUS, HeaderValue::from_static("101"));
     let send = respond.send_response(Response::from_parts(parts, ()), false)?;

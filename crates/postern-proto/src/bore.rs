@@ -2,7 +2,7 @@
 //! relay. Frames and authentication only; the relay's `bore` module does the I/O.
 //!
 //! - **Framing:** one JSON value per frame, ended by a NUL byte, at most [`MAX_FRAME`] bytes
-//!   before the NUL.
+//!   with the NUL.
 //! - **Client → relay:** `{"Authenticate":"<hex>"}`, `{"Hello":<port>}`, `{"Accept":"<uuid>"}`.
 //! - **Relay → client:** `{"Challenge":"<uuid>"}`, `{"Hello":<port>}`, `"Heartbeat"`,
 //!   `{"Connection":"<uuid>"}`, `{"Error":"<text>"}`.
@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Longest frame, NUL excluded, as bore reads it.
+/// Longest frame, its NUL included. bore's own messages are under 100 bytes; a peer that has
+/// sent this many bytes without a NUL is not speaking bore, and is told so at once.
 pub const MAX_FRAME: usize = 256;
 
 /// The port bore clients connect to; `bore local` has no flag to change it.
@@ -91,13 +92,13 @@ impl Decoder {
     /// The next complete frame, if any.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, BoreError> {
         match self.buf.iter().position(|&b| b == 0) {
-            Some(end) if end > MAX_FRAME => Err(BoreError::TooLong),
+            Some(end) if end >= MAX_FRAME => Err(BoreError::TooLong),
             Some(end) => {
                 let frame = self.buf[..end].to_vec();
                 self.buf.drain(..=end);
                 Ok(Some(frame))
             }
-            None if self.buf.len() > MAX_FRAME => Err(BoreError::TooLong),
+            None if self.buf.len() >= MAX_FRAME => Err(BoreError::TooLong),
             None => Ok(None),
         }
     }
@@ -198,14 +199,17 @@ mod tests {
         assert_eq!(d.next_client().unwrap(), Some(ClientMessage::Hello(5432)));
 
         let mut d = Decoder::default();
-        d.extend(&[b'x'; MAX_FRAME]);
-        assert_eq!(d.next_frame().unwrap(), None, "256 bytes without a NUL may still end");
-        d.extend(b"x");
-        assert_eq!(d.next_frame(), Err(BoreError::TooLong));
+        d.extend(&[b'x'; MAX_FRAME - 1]);
+        assert_eq!(d.next_frame().unwrap(), None, "255 bytes may still end in a NUL");
+        d.extend(b"x\0");
+        assert_eq!(d.next_frame(), Err(BoreError::TooLong), "256 bytes and then a NUL is one byte too many");
         let mut d = Decoder::default();
-        d.extend(&[b'x'; MAX_FRAME + 1]);
+        d.extend(&[b'x'; MAX_FRAME]);
+        assert_eq!(d.next_frame(), Err(BoreError::TooLong), "256 bytes without a NUL cannot be a frame");
+        let mut d = Decoder::default();
+        d.extend(&[b'x'; MAX_FRAME - 1]);
         d.extend(b"\0");
-        assert_eq!(d.next_frame(), Err(BoreError::TooLong));
+        assert_eq!(d.next_frame(), Ok(Some(vec![b'x'; MAX_FRAME - 1])), "255 bytes and a NUL is a frame");
         let mut d = Decoder::default();
         d.extend(b"{\"Hello\":70000}\0{\"Nope\":1}\0");
         assert!(matches!(d.next_client(), Err(BoreError::Invalid(_))), "port out of range");

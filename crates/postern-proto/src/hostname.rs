@@ -106,6 +106,20 @@ pub fn label(id: &str, port: u16) -> String {
     format!("{id}-{port}")
 }
 
+/// Prefix of TCP tunnel names.
+pub const TCP_PREFIX: &str = "tcp-";
+
+/// The name of the TCP tunnel on public port `port`: `tcp-<port>`.
+pub fn tcp_name(port: u16) -> String {
+    format!("{TCP_PREFIX}{port}")
+}
+
+/// True when an HTTP tunnel id would take names from TCP tunnels: `tcp` (whose labels are
+/// `tcp-<port>`) and every id starting with `tcp-` (whose bare label could be `tcp-<port>`).
+pub fn is_reserved_id(id: &str) -> bool {
+    id.eq_ignore_ascii_case("tcp") || id.get(..TCP_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(TCP_PREFIX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

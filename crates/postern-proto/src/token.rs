@@ -90,13 +90,7 @@ impl Claims {
 
     /// True when public port `port` may be requested by number.
     pub fn allows_port(&self, port: u16) -> bool {
-        self.ports.iter().any(|r| match r.split_once('-') {
-            Some((lo, hi)) => match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
-                (Ok(lo), Ok(hi)) => (lo..=hi).contains(&port),
-                _ => false,
-            },
-            None => r.trim().parse::<u16>() == Ok(port),
-        })
+        self.ports.iter().any(|r| crate::mint::parse_ports(r).is_ok_and(|(lo, hi)| (lo..=hi).contains(&port)))
     }
 }
 
@@ -182,6 +176,16 @@ fn split(token: &str) -> Result<&str, TokenError> {
 fn decode_claims(payload: &str) -> Result<Claims, TokenError> {
     let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+}
+
+/// The id of a new token, from 64 random bits: 16 lowercase hexadecimal digits.
+pub fn new_id(random: u64) -> String {
+    format!("{random:016x}")
+}
+
+/// True when `id` has the form of a token id ([`new_id`]).
+pub fn is_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// True when `token` looks like a signed token (as opposed to a shared secret).

@@ -66,6 +66,12 @@ pub enum AuthError {
     /// No credential, and one is required.
     #[error("this relay requires a token: pass --token or set POSTERN_TOKEN")]
     Missing,
+    /// No bearer token on an admin API request.
+    #[error(
+        "the admin API needs a bearer token (Authorization: Bearer <token>): the relay's admin \
+         token (--admin-token, POSTERN_ADMIN_TOKEN), or a client token to see its own tunnels"
+    )]
+    MissingBearer,
     /// A credential that matches nothing.
     #[error("the token was not accepted by this relay")]
     Invalid,
@@ -81,7 +87,7 @@ impl AuthError {
     /// Short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Missing => "missing",
+            Self::Missing | Self::MissingBearer => "missing",
             Self::Invalid => "invalid",
             Self::Token(TokenError::Expired { .. }) => "expired",
             Self::Token(TokenError::BadSignature) => "bad_signature",
@@ -182,7 +188,7 @@ impl Authenticator {
 
     /// Checks a bearer token on the admin API.
     pub fn api(&self, presented: Option<&str>, now: u64) -> Result<Identity, AuthError> {
-        let presented = presented.filter(|p| !p.is_empty()).ok_or(AuthError::Missing)?;
+        let presented = presented.filter(|p| !p.is_empty()).ok_or(AuthError::MissingBearer)?;
         let d = digest(presented);
         if same(&d, &self.admin) {
             return Ok(Identity::admin());
@@ -240,7 +246,7 @@ mod tests {
     fn api_identities() {
         let a = Authenticator::new(Some("hunter2"), Some("root"), Some(key()), false);
         assert!(a.api(Some("root"), 0).map(|i| i.admin).unwrap_or(false));
-        assert_eq!(a.api(None, 0), Err(AuthError::Missing));
+        assert_eq!(a.api(None, 0), Err(AuthError::MissingBearer));
         assert_eq!(a.api(Some("nope"), 0), Err(AuthError::Invalid));
         let ws = a.api(Some(&mint("ws-1", false, None)), 0).expect("client");
         assert!(!ws.admin && ws.may_access("ws-1") && !ws.may_access("ws-2"));

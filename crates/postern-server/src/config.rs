@@ -47,15 +47,7 @@ impl FromStr for PortRange {
         if s.trim() == "0" {
             return Ok(Self::Ephemeral);
         }
-        let (lo, hi) = match s.split_once('-') {
-            Some((lo, hi)) => (lo.trim(), hi.trim()),
-            None => (s.trim(), s.trim()),
-        };
-        let lo: u16 = lo.parse().map_err(|_| bad())?;
-        let hi: u16 = hi.parse().map_err(|_| bad())?;
-        if lo == 0 || lo > hi {
-            return Err(bad());
-        }
+        let (lo, hi) = postern_proto::mint::parse_ports(s).map_err(|_| bad())?;
         Ok(Self::Range(lo, hi))
     }
 }
@@ -246,8 +238,9 @@ impl RelayConfig {
                 return Err(ConfigError::Invalid(format!("the {name} must be above zero")));
             }
         }
-        if self.http_max_header_bytes < 8192 {
-            return Err(ConfigError::Invalid("the HTTP header limit must be at least 8192 bytes".into()));
+        let most = postern_transport::mux::MAX_PUBLIC_HEADER_BYTES;
+        if !(8192..=most).contains(&self.http_max_header_bytes) {
+            return Err(ConfigError::Invalid(format!("the HTTP header limit must be between 8192 and {most} bytes")));
         }
         if self.http_max_streams == 0 {
             return Err(ConfigError::Invalid("HTTP/2 streams per connection must be above zero".into()));
@@ -257,6 +250,12 @@ impl RelayConfig {
         }
         if self.max_connections_per_ip == 0 || self.max_streams_per_agent == 0 || self.max_auth_failures == 0 {
             return Err(ConfigError::Invalid("per-address and per-agent limits must be above zero".into()));
+        }
+        let most = postern_transport::mux::MAX_CONCURRENT_STREAMS as usize;
+        if self.max_streams_per_agent > most {
+            return Err(ConfigError::Invalid(format!(
+                "streams per agent connection can be at most {most}, the most an agent accepts at once"
+            )));
         }
         if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
             return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));

@@ -16,7 +16,8 @@
 //! - [`access`]: per-tunnel access rules (client) and policies (operator).
 //! - [`abuse`]: per-address connection caps and authentication lockout.
 //! - [`quota`]: per-token quotas; [`leases`]: names kept for their owner after a disconnect;
-//!   [`revocation`]: the persisted list of revoked tokens.
+//!   [`revocation`]: the persisted list of revoked tokens; [`tokens`]: minting and revoking, for
+//!   the command line and the admin API alike.
 //! - [`outbound`]: the HTTP client for webhooks and forward-auth.
 //! - [`admin`]: the admin listener: status API (JSON, OpenAPI), SSE events, health, metrics.
 //! - [`webhook`]: signed event deliveries with retries.
@@ -52,6 +53,7 @@ pub mod revocation;
 pub mod session;
 pub mod state_file;
 pub mod tcp_edge;
+pub mod tokens;
 pub mod webhook;
 
 pub use certs::{CertResolver, CertSource};

@@ -238,6 +238,7 @@ impl Relay {
                 ready: self.ready.clone(),
                 ip_limits: self.ip_limits.clone(),
                 state_dir: self.config.state_dir.clone(),
+                request_timeout: self.config.http_header_timeout,
             });
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
         }

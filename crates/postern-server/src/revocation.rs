@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 /// File name inside the state directory.
 pub const FILE: &str = "revoked.json";
 
+/// Most ids the list holds (about 6 MB of JSON); revoking past it is refused until the
+/// operator prunes the file. Token ids are random, so the list cannot be filled by accident.
+pub const MAX_REVOKED: usize = 100_000;
+
 /// Why the revocation list could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
@@ -30,6 +34,12 @@ pub enum RevocationError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The list holds [`MAX_REVOKED`] ids already.
+    #[error("the revocation list is full ({MAX_REVOKED} ids); prune {path} of tokens that have expired")]
+    Full {
+        /// The file.
+        path: PathBuf,
     },
     /// The file is not the expected JSON.
     #[error("revocation list {path} is corrupt: {reason}")]
@@ -93,7 +103,13 @@ impl Revocations {
         // Merge what another process (the CLI) may have written first.
         self.refresh()?;
         let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let added = self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), at).is_none();
+        let added = {
+            let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+            if ids.len() >= MAX_REVOKED && !ids.contains_key(id) {
+                return Err(RevocationError::Full { path: self.path.clone().unwrap_or_default() });
+            }
+            ids.insert(id.to_string(), at).is_none()
+        };
         if added {
             self.persist()?;
         }

@@ -425,6 +425,9 @@ async fn reserve(
     agent: &AgentHandle,
     registration: &mut Registration,
 ) -> Result<(TunnelGrant, Option<Arc<Tunnel>>), (RefuseCode, String)> {
+    if spec.local_port == 0 {
+        return Err((RefuseCode::BadRequest, "local port 0 is not a port a service can listen on".into()));
+    }
     let access = ClientAccess::from_spec(spec.access.as_ref())
         .map_err(|e| (RefuseCode::BadRequest, format!("invalid access rules: {e}")))?;
     if let Some(grant) = join_existing(spec, who, shared, agent, registration) {
@@ -470,7 +473,7 @@ async fn reserve(
                 .await
                 .map_err(|e| (e.code(), e.to_string()))?;
             let port = l.local_addr().map_err(|e| (RefuseCode::Unavailable, e.to_string()))?.port();
-            info.name = format!("tcp-{port}");
+            info.name = hostname::tcp_name(port);
             info.public_url = format!("tcp://{}:{port}", shared.config.domain);
             info.public_port = Some(port);
             listener = Some(l);
@@ -480,6 +483,12 @@ async fn reserve(
                 return Err((RefuseCode::BadRequest, "this relay has no HTTP listener; use a tcp tunnel".into()));
             };
             let name = hostname::label(&id, spec.local_port);
+            if hostname::is_reserved_id(&id) {
+                return Err((
+                    RefuseCode::BadRequest,
+                    format!("tunnel id {id:?} is reserved: names starting with \"tcp-\" belong to TCP tunnels"),
+                ));
+            }
             if !hostname::is_label(&id) || !hostname::is_label(&name) {
                 return Err((
                     RefuseCode::BadRequest,
@@ -563,7 +572,7 @@ fn join_existing(
     let reg = &shared.registry;
     let name = match spec.kind {
         TunnelKind::Tcp => match spec.remote_port {
-            Some(port) => format!("tcp-{port}"),
+            Some(port) => hostname::tcp_name(port),
             None => reg.find_tcp(owner, who.group?, spec.local_port, who.session_id)?,
         },
         TunnelKind::Http => {

@@ -47,6 +47,16 @@ pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
     }
 }
 
+/// Removes what never crosses the agent link's edges: hop-by-hop headers and postern's own
+/// `postern-` metadata. The relay applies it to what the public sends and what the agent
+/// answers; the agent to what the relay forwards and what the local service answers. So a
+/// visitor cannot forge stream metadata, and a local service's `postern-reason` header cannot
+/// pass for the agent's refusal.
+pub fn strip_for_forwarding(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    strip_prefixed(headers, postern_proto::stream::PREFIX);
+}
+
 /// True when the request asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers

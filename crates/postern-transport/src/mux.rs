@@ -11,14 +11,37 @@ pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// Largest DATA frame payload we accept.
 pub const MAX_FRAME_SIZE: u32 = 256 * 1024;
-/// Streams the agent lets the relay open at once on one connection.
-pub const MAX_CONCURRENT_STREAMS: u32 = 8192;
-/// Cap on a header block, for the few metadata headers a stream carries (HTTP adds more later).
-pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// Streams the agent lets the relay open at once on one connection. The relay's own cap
+/// (`--max-streams-per-agent`, default 10 000) is checked against it, so the relay never
+/// queues streams behind a limit it does not know about.
+pub const MAX_CONCURRENT_STREAMS: u32 = 16_384;
+/// Largest public request head the relay accepts (`--http-max-header-bytes` is capped here).
+pub const MAX_PUBLIC_HEADER_BYTES: usize = 1024 * 1024;
+/// Cap on a header block on the agent link: the largest public request head the relay can
+/// accept, plus room for the forwarding headers and the stream metadata the relay adds, so a
+/// request the public edge took is never refused by the agent for its size.
+pub const MAX_HEADER_LIST_SIZE: u32 = (MAX_PUBLIC_HEADER_BYTES + 64 * 1024) as u32;
 /// Bytes the sender may queue per stream above the peer's window.
 pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// Streams reset by the relay before the agent accepted them, waiting in the agent's accept
+/// queue. Every visitor who connects and leaves (a `nmap -sT` scan, a cancelled request) makes
+/// one, and the agent pops them as fast as it reads; the cap only bounds the queue's memory
+/// (a few hundred bytes each) against a relay that floods faster than one read batch.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 65_536;
+/// Locally reset streams remembered (for `RESET_STREAM_DURATION`) so that frames already in
+/// flight for them are ignored quietly; past this, the oldest is forgotten and a late frame
+/// only costs a `STREAM_CLOSED` reset of that stream.
+pub const MAX_REMEMBERED_RESETS: usize = 4096;
+/// Overhead credit for DATA frames smaller than 256 bytes that sit unread in h2's buffers.
+/// Visitors choose the size of the frames the relay forwards (one per segment they send), so
+/// the budget covers a whole connection window of them; the splice also drains frames into
+/// its own buffer while its socket is busy, so they never pile up inside h2.
+pub const DATA_FRAME_BUDGET: usize = CONNECTION_WINDOW as usize;
 
 /// h2 client builder for the relay side.
+///
+/// The agent is authenticated and the relay opens every stream, so the limits h2 keeps against
+/// an anonymous peer are set for a trusted one (each is explained in `docs/security.md`).
 pub fn client_builder() -> h2::client::Builder {
     let mut b = h2::client::Builder::new();
     b.initial_window_size(STREAM_WINDOW)
@@ -28,13 +51,20 @@ pub fn client_builder() -> h2::client::Builder {
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .enable_push(false)
         // The relay resets a stream whenever a visitor goes away mid-stream; under churn that
-        // is thousands a second, all legitimate. h2's default cap (1024 per connection) would
-        // tear the whole agent connection down (found by the wrk `Connection: close` benchmark).
-        .max_local_error_reset_streams(None);
+        // is thousands a second, all legitimate. h2's default cap (1024 per connection, for
+        // its lifetime) would tear the whole agent connection down.
+        .max_local_error_reset_streams(None)
+        .max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
+        .data_frame_budget(DATA_FRAME_BUDGET);
     b
 }
 
 /// h2 server builder for the agent side.
+///
+/// The relay is the agent's authenticated peer, not an anonymous client: the resets it sends
+/// are visitors going away, not an attack on the agent, so h2's rapid-reset defaults (which
+/// close the connection after 20 pending-accept resets) would let any visitor drop every
+/// tunnel of the agent.
 pub fn server_builder() -> h2::server::Builder {
     let mut b = h2::server::Builder::new();
     b.initial_window_size(STREAM_WINDOW)
@@ -43,7 +73,10 @@ pub fn server_builder() -> h2::server::Builder {
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_local_error_reset_streams(None);
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(None)
+        .max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
+        .data_frame_budget(DATA_FRAME_BUDGET);
     b
 }
 

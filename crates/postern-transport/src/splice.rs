@@ -145,22 +145,102 @@ pub async fn send_chunked(send: &mut SendStream<Bytes>, mut data: Bytes, end: bo
 }
 
 /// Writes every DATA frame of `recv` to the socket, then shuts the socket's write half down.
+///
+/// While the socket is busy, frames are still taken out of h2 into a backlog (small ones
+/// coalesced), so they never pile up inside h2, whose per-frame overhead budget would
+/// otherwise close the whole connection when a visitor sends tiny segments to a service that
+/// is slow to read. Flow-control capacity is released only once bytes reach the socket, so the
+/// backlog stays within the stream window.
 pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
     mut recv: RecvStream,
     mut writer: W,
     meter: &dyn Meter,
 ) -> Result<u64, SpliceError> {
     let mut total = 0u64;
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.map_err(SpliceError::Stream)?;
-        let n = chunk.len();
-        writer.write_all(&chunk).await.map_err(SpliceError::Socket)?;
-        total += n as u64;
-        // Hold the window back while over a bandwidth limit: the sender slows down too.
-        pause(meter.written(n as u64)).await;
-        // Ignore the error: it only means the stream is already closed.
-        let _ = recv.flow_control().release_capacity(n);
+    let mut backlog = Backlog::default();
+    let mut open = true;
+    loop {
+        let Some(front) = backlog.front() else {
+            if !open {
+                break;
+            }
+            match recv.data().await {
+                Some(chunk) => backlog.push(chunk.map_err(SpliceError::Stream)?),
+                None => open = false,
+            }
+            continue;
+        };
+        tokio::select! {
+            biased;
+            written = writer.write(&front) => {
+                let n = written.map_err(SpliceError::Socket)?;
+                if n == 0 {
+                    return Err(SpliceError::Socket(std::io::ErrorKind::WriteZero.into()));
+                }
+                backlog.advance(n);
+                total += n as u64;
+                // Hold the window back while over a bandwidth limit: the sender slows down too.
+                pause(meter.written(n as u64)).await;
+                // Ignore the error: it only means the stream is already closed.
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            chunk = recv.data(), if open => match chunk {
+                Some(chunk) => backlog.push(chunk.map_err(SpliceError::Stream)?),
+                None => open = false,
+            },
+        }
     }
     writer.shutdown().await.map_err(SpliceError::Socket)?;
     Ok(total)
+}
+
+/// Frames received but not yet written: large ones kept as they came, small ones copied
+/// together, so a backlog of one-byte frames costs bytes, not frames.
+#[derive(Debug, Default)]
+struct Backlog {
+    chunks: std::collections::VecDeque<Bytes>,
+    tail: BytesMut,
+}
+
+/// Frames below this size are copied into the backlog's tail instead of kept one by one.
+const COALESCE_BELOW: usize = 4096;
+
+impl Backlog {
+    fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if chunk.len() < COALESCE_BELOW {
+            self.tail.extend_from_slice(&chunk);
+        } else {
+            self.seal();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Moves the coalesced tail behind the kept chunks.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// The next bytes to write (a cheap reference-counted handle), if any.
+    fn front(&mut self) -> Option<Bytes> {
+        if self.chunks.is_empty() {
+            self.seal();
+        }
+        self.chunks.front().cloned()
+    }
+
+    /// Drops `n` written bytes from the front.
+    fn advance(&mut self, n: usize) {
+        if let Some(front) = self.chunks.front_mut() {
+            if n >= front.len() {
+                self.chunks.pop_front();
+            } else {
+                bytes::Buf::advance(front, n);
+            }
+        }
+    }
 }

@@ -155,7 +155,8 @@ pub struct ServerArgs {
     /// Close public HTTP connections that move no bytes for this long [default: 5m]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub http_idle_timeout: Option<std::time::Duration>,
-    /// Largest request head a public client may send, in bytes [default: 65536]
+    /// Largest request head a public client may send, in bytes (8192 to 1048576; at most 100
+    /// header fields on HTTP/1.1) [default: 65536]
     #[arg(long)]
     pub http_max_header_bytes: Option<usize>,
     /// Concurrent requests on one public HTTP/2 connection [default: 128]
@@ -194,7 +195,7 @@ pub struct ServerArgs {
     /// [default: 10]
     #[arg(long)]
     pub max_auth_failures: Option<u32>,
-    /// Concurrent streams on one client connection [default: 10000]
+    /// Concurrent streams on one client connection (at most 16384) [default: 10000]
     #[arg(long)]
     pub max_streams_per_agent: Option<usize>,
     /// On SIGTERM, how long requests and connections in flight may take to finish [default: 30s]
@@ -295,7 +296,7 @@ pub struct MintArgs {
     /// none; the relay still assigns ports from its range]
     #[arg(long = "ports", value_delimiter = ',')]
     pub ports: Vec<String>,
-    /// Lifetime, e.g. 30d, 12h; `never` for no expiry
+    /// Lifetime, e.g. 30d, 12h (above zero); `never` for a token that does not expire
     #[arg(long, default_value = "30d")]
     pub ttl: String,
     /// Grant full access to the admin API
@@ -330,7 +331,7 @@ pub struct MintArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Local ports to expose (one tunnel each)
-    #[arg(required = true)]
+    #[arg(required = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
     /// The <id> in https://<id>-<port>.<domain> [default: the client id, else this machine's
     /// host name]
@@ -392,6 +393,7 @@ pub struct StartArgs {
 #[derive(Debug, Args)]
 pub struct TcpArgs {
     /// Local port to expose
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Ask for this public port (must be in the relay's range and free)
     #[arg(long, short = 'r')]

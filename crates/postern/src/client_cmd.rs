@@ -248,7 +248,7 @@ pub async fn run_agent(
         let (server, stats) = (cfg.server.clone(), cfg.stats.clone());
         tokio::spawn(postern_client::status::serve(listener, server, rx.clone(), stats, shutdown.clone()));
     }
-    let printer = tokio::spawn(print_sessions(rx, local_host));
+    let printer = tokio::spawn(print_sessions(rx, local_host, cfg.server.clone()));
     let result = postern_client::run(cfg, tx, shutdown).await;
     printer.abort();
     result.context("tunnel client stopped")?;
@@ -256,12 +256,18 @@ pub async fn run_agent(
     Ok(())
 }
 
-async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String) {
+async fn print_sessions(mut rx: watch::Receiver<AgentState>, local_host: String, server: String) {
     // Print the URLs when the client goes from no connection to some (with several
-    // connections, once, not per connection).
-    let (mut was_up, mut printed) = (false, 0u32);
+    // connections, once, not per connection). Before the first session, say once that the
+    // relay cannot be reached yet, and why.
+    let (mut was_up, mut printed, mut waiting) = (false, 0u32, false);
     while rx.changed().await.is_ok() {
         let s = rx.borrow_and_update().clone();
+        if s.sessions == 0 && s.phase == AgentPhase::Reconnecting && !waiting {
+            waiting = true;
+            let why = s.last_error.as_deref().unwrap_or("no answer");
+            say!("waiting for the relay at {server}: {why} (retrying; Ctrl-C to stop)");
+        }
         let up = s.phase == AgentPhase::Connected && s.connected > 0;
         let rising = up && !was_up;
         was_up = up;

@@ -105,6 +105,9 @@ pub struct Admin {
     pub ip_limits: Arc<IpLimits>,
     /// The relay's state directory (where bore tokens are recorded).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Time a caller has to send a request's head, and then again its body
+    /// (`--http-header-timeout`).
+    pub request_timeout: Duration,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -124,7 +127,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
             };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(admin.request_timeout)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -155,6 +158,25 @@ pub(crate) fn fail(status: StatusCode, code: &'static str, message: impl Into<St
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
     }
     resp
+}
+
+/// Reads a request body of at most `max` bytes within the request timeout; answers `413` or
+/// `408` otherwise.
+pub(crate) async fn read_body(req: Request<Incoming>, max: usize, admin: &Admin) -> Result<Bytes, Response<AdminBody>> {
+    let body = http_body_util::Limited::new(req.into_body(), max);
+    let limit = admin.request_timeout;
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(fail(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", format!("body over {max} bytes")))
+        }
+        Ok(Err(e)) => Err(fail(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body: {e}"))),
+        Err(_) => Err(fail(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request body did not arrive within {limit:?}"),
+        )),
+    }
 }
 
 fn authenticate(req: &Request<Incoming>, admin: &Admin) -> Result<Identity, AuthError> {

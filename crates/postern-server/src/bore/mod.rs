@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
-use postern_proto::TunnelKind;
+use postern_proto::{hostname, TunnelKind};
 use postern_transport::accept;
 use postern_transport::pipe::pipe;
 use postern_transport::splice::pause;
@@ -294,7 +294,7 @@ async fn control(
     };
     let port = listener.local_addr()?.port();
     let info = TunnelInfo {
-        name: format!("tcp-{port}"),
+        name: hostname::tcp_name(port),
         kind: TunnelKind::Tcp,
         public_url: format!("tcp://{}:{port}", edge.config.domain),
         public_port: Some(port),

@@ -32,6 +32,11 @@ use tracing::{debug, info_span, warn, Instrument};
 use self::idle::Tracked;
 use self::proxy::Edge;
 
+/// Header fields an HTTP/1.1 request may carry (hyper's default, set here on purpose and
+/// documented in `docs/api.md`); more gets `431`. HTTP/2 requests are bounded by
+/// `--http-max-header-bytes` alone.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
 /// Accepts public HTTP (or, with `tls`, HTTPS) connections until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -113,6 +118,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.http_header_timeout)
         .max_buf_size(cfg.http_max_header_bytes)
+        .max_headers(MAX_REQUEST_HEADERS)
         .keep_alive(true);
     builder
         .http2()

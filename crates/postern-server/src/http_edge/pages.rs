@@ -9,8 +9,15 @@ use http_body_util::Full;
 /// Which of the relay's own errors this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeError {
-    /// The Host is missing or not a valid host name.
+    /// The Host is missing, repeated, disagrees with the request target, or is not a valid
+    /// host name.
     BadHost,
+    /// The request target is malformed (`*` for another method than OPTIONS).
+    BadTarget,
+    /// An upgrade request (WebSocket) that carries a body.
+    UpgradeWithBody,
+    /// CONNECT: the relay is not a forward proxy.
+    MethodNotAllowed,
     /// No tunnel has this name.
     TunnelNotFound,
     /// The tunnel's agent is connecting or gone.
@@ -35,7 +42,8 @@ impl EdgeError {
     /// HTTP status for the case.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::BadHost => StatusCode::BAD_REQUEST,
+            Self::BadHost | Self::BadTarget | Self::UpgradeWithBody => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TunnelNotFound => StatusCode::NOT_FOUND,
             Self::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::LocalRefused | Self::LocalFailed | Self::AuthUnavailable => StatusCode::BAD_GATEWAY,
@@ -49,6 +57,9 @@ impl EdgeError {
     pub fn code(self) -> &'static str {
         match self {
             Self::BadHost => "bad-host",
+            Self::BadTarget => "bad-target",
+            Self::UpgradeWithBody => "upgrade-with-body",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::TunnelNotFound => "tunnel-not-found",
             Self::AgentUnavailable => "agent-unavailable",
             Self::LocalRefused => "local-refused",
@@ -64,6 +75,9 @@ impl EdgeError {
     fn headline(self) -> &'static str {
         match self {
             Self::BadHost => "Bad host name",
+            Self::BadTarget => "Bad request target",
+            Self::UpgradeWithBody => "Upgrade with a body",
+            Self::MethodNotAllowed => "Method not allowed",
             Self::TunnelNotFound => "No tunnel here",
             Self::AgentUnavailable => "Tunnel offline",
             Self::LocalRefused => "Local service unreachable",
@@ -78,7 +92,12 @@ impl EdgeError {
 
     fn explain(self) -> &'static str {
         match self {
-            Self::BadHost => "The request's host name is missing or malformed.",
+            Self::BadHost => {
+                "The request's host name is missing, malformed, given twice, or different from the one in the request target."
+            }
+            Self::BadTarget => "The request target is malformed.",
+            Self::UpgradeWithBody => "A request that asks to switch protocols must not carry a body.",
+            Self::MethodNotAllowed => "This relay forwards requests to tunnels; it is not a forward proxy (CONNECT).",
             Self::TunnelNotFound => "No tunnel is registered under this name.",
             Self::AgentUnavailable => {
                 "The tunnel exists, but its client is not connected right now. Try again shortly."
@@ -121,6 +140,9 @@ pub fn page(err: EdgeError, host: Option<&str>) -> Response<Full<Bytes>> {
         }
         EdgeError::Unauthorized => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"postern\""));
+        }
+        EdgeError::MethodNotAllowed => {
+            h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE"));
         }
         _ => {}
     }

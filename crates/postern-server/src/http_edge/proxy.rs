@@ -13,11 +13,12 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use postern_proto::hostname::{self, HostError};
+use postern_proto::hostname;
+use postern_proto::route::{self, Path, RequestHead, RouteError, Routed};
 use postern_proto::stream::{self, StreamKind};
 use postern_proto::TunnelKind;
 use postern_transport::body::{pump, Counted, H2Body};
-use postern_transport::headers::{strip_hop_by_hop, strip_prefixed, upgrade_protocol};
+use postern_transport::headers::{strip_for_forwarding, upgrade_protocol};
 use postern_transport::splice::splice;
 use tracing::debug;
 
@@ -167,13 +168,6 @@ impl Drop for OpenStream {
     }
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
-    }
-    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
-}
-
 fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
     let name = hostname::normalize(host).unwrap_or_default();
     let location =
@@ -202,27 +196,40 @@ async fn forward(
     peer: SocketAddr,
     secure: bool,
 ) -> (&'static str, Response<EdgeBody>) {
-    let Some(host) = request_host(&req) else {
-        return (RELAY, error(EdgeError::BadHost, None));
+    // CONNECT asks the relay to be a forward proxy, whatever host it names: it is not one.
+    if req.method() == Method::CONNECT {
+        return (RELAY, error(EdgeError::MethodNotAllowed, None));
+    }
+    let hosts: Vec<&[u8]> = req.headers().get_all(header::HOST).iter().map(HeaderValue::as_bytes).collect();
+    let head = RequestHead {
+        method: req.method().as_str(),
+        authority: req.uri().authority().map(Authority::as_str),
+        path: req.uri().path_and_query().map(|p| p.as_str()),
+        hosts: &hosts,
     };
+    let routed = route::route(&head, &edge.config.domain);
     // ACME HTTP-01 challenges, for any host, before redirects (the CA asks over plain HTTP).
-    if let (Some(acme), false) = (&edge.acme, secure) {
+    if let (Some(acme), false, Ok(_)) = (&edge.acme, secure, &routed) {
         if let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PATH) {
             if let Some(key_auth) = acme.key_authorization(token) {
                 return (RELAY, challenge_response(key_auth));
             }
         }
     }
-    // `<id>-<port>.<domain>` names a tunnel by label; any other name may be a custom domain,
-    // which the registry holds as a key of its own (labels have no dots, domains do).
-    let key = match hostname::parse(&host, &edge.config.domain) {
-        Ok(r) => r.label,
-        Err(HostError::NotOurs(name)) if name.contains('.') => name,
-        Err(HostError::NotOurs(_)) => return (RELAY, error(EdgeError::TunnelNotFound, Some(&host))),
-        Err(_) => return (RELAY, error(EdgeError::BadHost, Some(&host))),
+    let Routed { host, key, path } = match routed {
+        Ok(r) => r,
+        Err(RouteError::NotFound(_)) => {
+            let host = hosts.first().and_then(|h| std::str::from_utf8(h).ok());
+            return (RELAY, error(EdgeError::TunnelNotFound, host.or(head.authority)));
+        }
+        Err(RouteError::BadTarget) => return (RELAY, error(EdgeError::BadTarget, None)),
+        Err(_) => return (RELAY, error(EdgeError::BadHost, None)),
     };
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    if !secure && edge.config.http_redirect {
+    let path = match path {
+        Path::Origin(p) => p,
+        Path::Asterisk => "*".to_string(),
+    };
+    if !secure && edge.config.http_redirect && path != "*" {
         if let Some(port) = edge.https_port {
             return (RELAY, redirect(&host, &path, port));
         }
@@ -230,9 +237,34 @@ async fn forward(
     let Some(tunnel) = edge.registry.get(&key).filter(|t| t.info.kind == TunnelKind::Http) else {
         return (RELAY, error(EdgeError::TunnelNotFound, Some(&host)));
     };
+    if path == "*" {
+        return (RELAY, options_asterisk());
+    }
     let upgrading = req.version() <= Version::HTTP_11 && upgrade_protocol(req.headers()).is_some();
+    if upgrading && has_body(req.headers()) {
+        return (RELAY, error(EdgeError::UpgradeWithBody, Some(&host)));
+    }
     let kind = if upgrading { "upgrade" } else { "http" };
     (kind, proxy(req, edge, peer, secure, tunnel, host, path, kind).await)
+}
+
+/// `OPTIONS *` asks about the server as a whole, which for a tunnel is the relay: it answers
+/// with the methods it forwards (the local service never sees a request without a path).
+fn options_asterisk() -> Response<EdgeBody> {
+    let mut resp = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed());
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// True when a request announces a body (a non-zero `Content-Length`, or any
+/// `Transfer-Encoding`).
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -246,11 +278,6 @@ async fn proxy(
     path: String,
     kind: &'static str,
 ) -> Response<EdgeBody> {
-    if req.method() == Method::CONNECT {
-        let mut resp = error(EdgeError::BadHost, Some(&host));
-        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        return resp;
-    }
     let (extra_headers, permits, agent) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
@@ -264,8 +291,7 @@ async fn proxy(
     let (parts, body) = req.into_parts();
 
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    strip_prefixed(&mut headers, stream::PREFIX);
+    strip_for_forwarding(&mut headers);
     headers.remove(header::HOST);
     // The relay is the edge: it states the peer, it does not trust what the peer claims.
     headers.remove("forwarded");
@@ -336,8 +362,7 @@ async fn proxy(
         return respond(Ok(response), &tunnel, &agent, metrics, open, &host);
     }
     let (mut parts, recv) = response.into_parts();
-    strip_prefixed(&mut parts.headers, stream::PREFIX);
-    strip_hop_by_hop(&mut parts.headers);
+    strip_for_forwarding(&mut parts.headers);
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, proto);
     parts.status = StatusCode::SWITCHING_PROTOCOLS;
@@ -388,8 +413,7 @@ fn respond(
         return error(err, Some(host));
     }
     let (mut parts, recv) = response.into_parts();
-    strip_prefixed(&mut parts.headers, stream::PREFIX);
-    strip_hop_by_hop(&mut parts.headers);
+    strip_for_forwarding(&mut parts.headers);
     let tunnel = tunnel.clone();
     let body = Counted::new(H2Body::new(recv), move |n| {
         let _still_open = &open;

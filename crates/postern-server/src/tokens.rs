@@ -1,0 +1,69 @@
+//! Minting and revoking tokens: the one path behind `postern token mint|revoke` and
+//! `POST|DELETE /api/v1/tokens`, so the command line and the API accept and refuse the same
+//! things with the same messages.
+//!
+//! The request and its validation are in `postern_proto::mint`; here the token gets its id,
+//! is signed with the relay's key, and a bore token is recorded for the bore endpoint.
+
+use std::path::Path;
+
+use postern_proto::mint::{MintError, MintRequest, TokenKind};
+use postern_proto::token::{self, Claims, TokenKey};
+
+use crate::revocation::{RevocationError, Revocations};
+
+/// A freshly signed token.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// The token string, to hand to the client.
+    pub token: String,
+    /// What it allows.
+    pub claims: Claims,
+    /// What it is for.
+    pub kind: TokenKind,
+}
+
+/// Why a token could not be minted or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFault {
+    /// The request is not acceptable (the caller's fault).
+    #[error(transparent)]
+    Invalid(#[from] MintError),
+    /// A bore token needs a state directory to be recorded in.
+    #[error("bore tokens need a state directory to be recorded in")]
+    NoStateDir,
+    /// The claims could not be serialized (the relay's fault).
+    #[error("signing the token: {0}")]
+    Sign(#[from] serde_json::Error),
+    /// The bore token could not be recorded.
+    #[error("recording the bore token: {0}")]
+    Record(#[source] std::io::Error),
+    /// Not a token id postern ever hands out.
+    #[error("{0:?} is not a token id (ids are 16 hexadecimal digits)")]
+    UnknownId(String),
+    /// The revocation list could not be updated.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+}
+
+/// Validates `request`, signs it with `key` and, for a bore token, records it in `state_dir`.
+/// `now` is Unix seconds.
+pub fn mint(key: &TokenKey, request: &MintRequest, state_dir: Option<&Path>, now: u64) -> Result<Minted, TokenFault> {
+    let claims = request.claims(token::new_id(rand::random()), now)?;
+    let token = key.sign(&claims)?;
+    if request.kind == TokenKind::Bore {
+        let dir = state_dir.ok_or(TokenFault::NoStateDir)?;
+        crate::bore::secrets::add(dir, &token).map_err(TokenFault::Record)?;
+    }
+    Ok(Minted { token, claims, kind: request.kind })
+}
+
+/// Revokes token `id`. Returns false when it was already revoked. Only ids of the form postern
+/// mints are taken: tokens are minted offline too, so the relay cannot know every id, but the
+/// list (bounded, see [`crate::revocation`]) never fills with strings no token could have.
+pub fn revoke(list: &Revocations, id: &str) -> Result<bool, TokenFault> {
+    if !token::is_id(id) {
+        return Err(TokenFault::UnknownId(id.chars().take(64).collect()));
+    }
+    Ok(list.revoke(id)?)
+}
