@@ -11,7 +11,8 @@ use postern_proto::frame::encode;
 use postern_proto::{hostname, Decoder, Hello, Message, TunnelKind, TunnelSpec};
 use postern_server::agent::AgentHandle;
 use postern_server::leases::Leases;
-use postern_server::registry::{Registry, Tunnel, TunnelInfo};
+use postern_server::tunnel::registry::Registry;
+use postern_server::tunnel::{Tunnel, TunnelInfo};
 use postern_server::RelayMetrics;
 use tokio_util::sync::CancellationToken;
 

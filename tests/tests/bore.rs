@@ -192,8 +192,8 @@ async fn closed_without_data(s: &mut TcpStream) -> anyhow::Result<bool> {
 async fn wait_stats(
     relay: &TestRelay,
     name: &str,
-    pred: impl Fn(&postern_server::registry::StatsSnapshot) -> bool,
-) -> anyhow::Result<postern_server::registry::StatsSnapshot> {
+    pred: impl Fn(&postern_server::tunnel::stats::StatsSnapshot) -> bool,
+) -> anyhow::Result<postern_server::tunnel::stats::StatsSnapshot> {
     tokio::time::timeout(PATIENCE, async {
         loop {
             if let Some(s) = relay.registry.get(name).map(|t| t.stats.snapshot()) {

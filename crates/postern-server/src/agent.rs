@@ -79,8 +79,8 @@ impl AgentHandle {
         let _ = self.streams.acquire_many(self.max_streams).await;
     }
 
-    /// Admits one more stream on this agent's connection, or `None` at its cap.
-    pub fn admit_stream(&self) -> Option<OwnedSemaphorePermit> {
+    /// One of this connection's stream slots, or `None` at its cap.
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.streams.clone().try_acquire_owned().ok()
     }
 

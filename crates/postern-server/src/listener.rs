@@ -50,7 +50,7 @@ pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown:
     let cap = Arc::new(Semaphore::new(shared.config.max_agents));
     loop {
         let Some((stream, peer)) = accept::next(&listener, "control", &shutdown).await else { break };
-        let Some((permit, per_ip)) = admit_agent(&shared.ip_limits, shared.registry.metrics(), &cap, peer) else {
+        let Some((permit, per_ip)) = admit_agent(shared.gate.ip_limits(), shared.registry.metrics(), &cap, peer) else {
             continue;
         };
         let (shared, shutdown) = (shared.clone(), shutdown.clone());

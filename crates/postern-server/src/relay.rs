@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use postern_proto::ALPN;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,9 +23,10 @@ use crate::listener::serve_control;
 use crate::metrics::RelayMetrics;
 use crate::outbound;
 use crate::quota::Quotas;
-use crate::registry::Registry;
 use crate::revocation::{RevocationError, Revocations};
 use crate::session::{PublicUrls, Shared};
+use crate::tunnel::admit::Gate;
+use crate::tunnel::registry::Registry;
 use crate::webhook;
 
 /// Why the relay could not run.
@@ -173,18 +173,23 @@ impl Relay {
             (None, Some(port)) => Some(PublicUrls { secure: false, port }),
             (None, None) => None,
         };
-        let public_conns = Arc::new(Semaphore::new(self.config.max_public_connections));
+        let gate = Gate::new(
+            self.ip_limits.clone(),
+            self.config.max_public_connections,
+            self.config.policies.clone(),
+            self.registry.metrics().clone(),
+            outbound::client().ok(),
+        );
         let control_tls = self.certs.server_config(&[ALPN])?;
         let quotas = Arc::new(Quotas::default());
         let shared = Arc::new(Shared {
             auth: auth.clone(),
-            public_conns: public_conns.clone(),
+            gate: gate.clone(),
             registry: self.registry.clone(),
             tls: TlsAcceptor::from(Arc::new(control_tls)),
             config: self.config.clone(),
             urls,
             quotas: quotas.clone(),
-            ip_limits: self.ip_limits.clone(),
             domains: self.domains.clone(),
             acme: self.acme.clone(),
         });
@@ -192,8 +197,7 @@ impl Relay {
             config: self.config.clone(),
             registry: self.registry.clone(),
             https_port,
-            ip_limits: self.ip_limits.clone(),
-            outbound: outbound::client().ok(),
+            gate: gate.clone(),
             acme: self.acme.clone(),
         });
 
@@ -201,18 +205,12 @@ impl Relay {
         let mut edges = Vec::new();
         if let Some(l) = listeners.http {
             info!(addr = %l.local_addr()?, "public HTTP listening");
-            edges.push(tokio::spawn(http_edge::serve(l, None, edge.clone(), public_conns.clone(), shutdown.clone())));
+            edges.push(tokio::spawn(http_edge::serve(l, None, edge.clone(), shutdown.clone())));
         }
         if let Some(l) = listeners.https {
             info!(addr = %l.local_addr()?, "public HTTPS listening");
             let tls = TlsAcceptor::from(Arc::new(self.certs.server_config(&[b"h2", b"http/1.1"])?));
-            edges.push(tokio::spawn(http_edge::serve(
-                l,
-                Some(tls),
-                edge.clone(),
-                public_conns.clone(),
-                shutdown.clone(),
-            )));
+            edges.push(tokio::spawn(http_edge::serve(l, Some(tls), edge.clone(), shutdown.clone())));
         }
         if let Some(l) = listeners.bore {
             let addr = l.local_addr()?;
@@ -221,8 +219,7 @@ impl Relay {
                 self.config.clone(),
                 auth.clone(),
                 self.registry.clone(),
-                self.ip_limits.clone(),
-                public_conns.clone(),
+                gate.clone(),
                 quotas.clone(),
                 self.config.anonymous_allowed(addr),
             );

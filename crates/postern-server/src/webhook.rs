@@ -23,9 +23,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::admin::views::EventView;
 use crate::outbound::{self, HttpsClient};
-use crate::registry::Event;
+use crate::tunnel::events::{Event, EventView};
 
 const ATTEMPTS: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -46,7 +46,7 @@ use tracing::debug;
 use self::views::{AgentView, ErrorBody, ErrorView, TunnelView};
 use crate::abuse::IpLimits;
 use crate::auth::{AuthError, Authenticator, Identity};
-use crate::registry::Registry;
+use crate::tunnel::registry::Registry;
 
 /// The OpenAPI description served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -15,10 +15,9 @@ use hyper::body::Frame;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::views::EventView;
 use super::AdminBody;
 use crate::auth::Identity;
-use crate::registry::Event;
+use crate::tunnel::events::{Event, EventView};
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 

@@ -24,28 +24,27 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
-use postern_proto::{hostname, TunnelKind};
+use postern_proto::TunnelKind;
 use postern_transport::accept;
 use postern_transport::pipe::pipe;
 use postern_transport::splice::pause;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use crate::abuse::{IpLimits, IpPermit};
-use crate::access::{self, Policies};
-use crate::agent::AgentHandle;
 use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
-use crate::leases::Claim;
 use crate::listener::admit_agent;
 use crate::quota::Quotas;
-use crate::registry::{Registration, Registry, Tunnel, TunnelInfo};
-use crate::tcp_edge::{self, TunnelMeter};
+use crate::tunnel::admit::{Admitted, Gate, Via};
+use crate::tunnel::open::{self, OpenRefusal, TcpOpen};
+use crate::tunnel::registry::{Registration, Registry};
+use crate::tunnel::stats::{StreamCount, TunnelMeter};
+use crate::tunnel::{Tunnel, TunnelInfo};
 
 pub use secrets::BoreSecrets;
 
@@ -69,15 +68,11 @@ pub struct BoreEdge {
     pub secrets: BoreSecrets,
     /// Live tunnels.
     pub registry: Arc<Registry>,
-    /// Per-address caps and login lockout.
-    pub ip_limits: Arc<IpLimits>,
-    /// Cap on concurrent public connections.
-    pub public_conns: Arc<Semaphore>,
+    /// Admission of public connections, and per-address caps and login lockout.
+    pub gate: Arc<Gate>,
     /// Per-token quotas, shared with the control port: a token's tunnels, streams and bandwidth
     /// count the same whichever client uses it.
     pub quotas: Arc<Quotas>,
-    /// Operator access policies.
-    pub policies: Policies,
     /// True when clients without a secret are let in (a development relay on loopback).
     pub anonymous: bool,
     unclaimed: DashMap<Uuid, Unclaimed>,
@@ -90,7 +85,7 @@ struct Unclaimed {
     stream: TcpStream,
     tunnel: Arc<Tunnel>,
     /// The relay's connection cap, the address's cap and the token's stream quota.
-    held: (OwnedSemaphorePermit, IpPermit, Option<OwnedSemaphorePermit>),
+    held: Admitted,
 }
 
 impl BoreEdge {
@@ -100,19 +95,16 @@ impl BoreEdge {
         config: RelayConfig,
         auth: Authenticator,
         registry: Arc<Registry>,
-        ip_limits: Arc<IpLimits>,
-        public_conns: Arc<Semaphore>,
+        gate: Arc<Gate>,
         quotas: Arc<Quotas>,
         anonymous: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             secrets: BoreSecrets::new(config.state_dir.as_deref()),
-            policies: config.policies.clone(),
             config,
             auth,
             registry,
-            ip_limits,
-            public_conns,
+            gate,
             quotas,
             anonymous,
             unclaimed: DashMap::new(),
@@ -141,7 +133,7 @@ pub async fn serve(listener: TcpListener, edge: Arc<BoreEdge>, shutdown: Cancell
     let cap = Arc::new(Semaphore::new(edge.config.max_agents));
     loop {
         let Some((stream, peer)) = accept::next(&listener, "bore", &shutdown).await else { break };
-        let Some((permit, per_ip)) = admit_agent(&edge.ip_limits, edge.registry.metrics(), &cap, peer) else {
+        let Some((permit, per_ip)) = admit_agent(edge.gate.ip_limits(), edge.registry.metrics(), &cap, peer) else {
             continue;
         };
         let (edge, shutdown) = (edge.clone(), shutdown.clone());
@@ -247,7 +239,7 @@ async fn authenticate(conn: &mut Framed, peer: SocketAddr, edge: &BoreEdge) -> R
     match identity {
         Some(identity) => Ok(identity),
         None => {
-            edge.ip_limits.auth_failed(peer.ip());
+            edge.gate.ip_limits().auth_failed(peer.ip());
             metrics.handshake_failures.with_label_values(&["invalid"]).inc();
             Err(conn.refuse("invalid secret").await)
         }
@@ -264,40 +256,13 @@ async fn control(
     shutdown: CancellationToken,
 ) -> Result<String, BoreFault> {
     let owner = identity.subject.clone();
-    let session_id = format!("{:016x}", rand::random::<u64>());
+    let session_id = postern_proto::token::new_id(rand::random());
     let client_id = format!("bore-{}", &session_id[..8]);
-    let requested = (requested != 0).then_some(requested);
-    if let Some(port) = requested {
-        if !edge.config.tcp_ports.contains(port) {
-            return Err(conn.refuse("client port number not in allowed range").await);
-        }
-        if !identity.may_request_port(port) {
-            return Err(conn.refuse(&format!("your token does not allow public port {port}")).await);
-        }
-        if let Claim::Held(_) = edge.registry.leases().check_port(port, &owner) {
-            return Err(conn.refuse("port already in use").await);
-        }
-    }
-    let quota = edge.quotas.for_identity(&identity);
-    let slot = match quota.as_ref().map(|q| q.add_tunnel()) {
-        None => None,
-        Some(Ok(slot)) => Some(slot),
-        Some(Err(e)) => return Err(conn.refuse(&e.to_string()).await),
-    };
-    let listener = match tcp_edge::bind(&edge.config, requested, None, edge.registry.leases()).await {
-        Ok(l) => l,
-        Err(e) => {
-            let reason = if requested.is_some() { "port already in use" } else { "failed to find an available port" };
-            debug!(error = %e, "no public port");
-            return Err(conn.refuse(reason).await);
-        }
-    };
-    let port = listener.local_addr()?.port();
     let info = TunnelInfo {
-        name: hostname::tcp_name(port),
+        name: String::new(),
         kind: TunnelKind::Tcp,
-        public_url: format!("tcp://{}:{port}", edge.config.domain),
-        public_port: Some(port),
+        public_url: String::new(),
+        public_port: None,
         local_port: 0,
         id: client_id.clone(),
         client_id: client_id.clone(),
@@ -306,20 +271,33 @@ async fn control(
         agent_addr: peer,
         since: SystemTime::now(),
     };
-    // bore streams arrive as sockets, not h2 streams: the tunnel's agent handle is never
-    // attached, and this task serves its listener.
-    let closed = CancellationToken::new();
-    let handle = AgentHandle::pending(session_id.as_str().into(), client_id.as_str().into(), closed.clone(), 1);
-    let mut tunnel = Tunnel::new(info, handle);
-    tunnel.instance = format!("bore:{owner}");
-    tunnel.quota = quota;
-    tunnel.slot = std::sync::Mutex::new(slot);
-    tunnel.listener = std::sync::Mutex::new(Some(listener));
-    let mut registration = Registration::new(edge.registry.clone(), session_id.clone());
-    let tunnel = match registration.insert(tunnel) {
-        Ok(t) => t,
-        Err(e) => return Err(conn.refuse(&format!("{e}")).await),
+    let open = TcpOpen {
+        config: &edge.config,
+        identity: &identity,
+        quota: edge.quotas.for_identity(&identity),
+        requested: (requested != 0).then_some(requested),
+        leased: None,
     };
+    // bore streams arrive as sockets, not h2 streams: the tunnel has no member, and this task
+    // serves its listener.
+    let mut registration = Registration::new(edge.registry.clone(), session_id.clone());
+    let shape = |t: &mut Tunnel| t.instance = format!("bore:{owner}");
+    let tunnel = match open::tcp(open, info, None, &mut registration, shape).await {
+        Ok(t) => t,
+        Err(e) => {
+            debug!(error = %e, "no bore tunnel");
+            // bore's own server's words, which its client prints.
+            let reason = match e {
+                OpenRefusal::OutOfRange { .. } => "client port number not in allowed range".to_string(),
+                OpenRefusal::Reserved { .. } => "port already in use".to_string(),
+                OpenRefusal::Unavailable(_) if requested != 0 => "port already in use".to_string(),
+                OpenRefusal::Unavailable(_) => "failed to find an available port".to_string(),
+                other => other.to_string(),
+            };
+            return Err(conn.refuse(&reason).await);
+        }
+    };
+    let port = tunnel.info.public_port.unwrap_or_default();
     conn.send(&ServerMessage::Hello(port)).await?;
     registration.announce_up();
     info!(%port, %owner, "bore tunnel up");
@@ -350,7 +328,7 @@ async fn control(
             },
             accepted = std::future::poll_fn(|cx| tunnel.poll_accept(cx)) => match accepted {
                 Ok((public, from)) => {
-                    if let Some(id) = hold(edge, &tunnel, public, from) {
+                    if let Some(id) = hold(edge, &tunnel, public, from).await {
                         if conn.send(&ServerMessage::Connection(id)).await.is_err() {
                             break "client gone".to_string();
                         }
@@ -363,38 +341,21 @@ async fn control(
             },
         }
     };
-    closed.cancel();
     drop(registration);
     Ok(format!("tunnel on port {port}: {outcome}"))
 }
 
 /// Keeps a public connection for the client to claim; `None` if it is refused.
-fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: SocketAddr) -> Option<Uuid> {
-    let metrics = edge.registry.metrics();
-    let refuse = |reason: &str| {
-        metrics.public_refused.with_label_values(&[reason]).inc();
-        debug!(%from, reason, "public connection refused");
-        None
-    };
-    let Some(per_ip) = edge.ip_limits.admit(from.ip()) else { return refuse("per_ip_cap") };
-    if access::check_ip(&tunnel.access, &edge.policies.matching(&tunnel.info.id), from.ip()).is_err() {
-        return refuse("not_allowed");
-    }
-    let stream_quota = match tunnel.quota.as_ref().map(|q| q.admit_stream()) {
-        None => None,
-        Some(Ok(permit)) => permit,
-        Some(Err(_)) => return refuse("quota"),
-    };
+async fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: SocketAddr) -> Option<Uuid> {
     if edge.unclaimed.len() >= MAX_UNCLAIMED {
-        return refuse("agent_cap");
+        edge.registry.metrics().public_refused.with_label_values(&["agent_cap"]).inc();
+        debug!(%from, "public connection refused: too many waiting to be claimed");
+        return None;
     }
-    let Ok(permit) = edge.public_conns.clone().try_acquire_owned() else { return refuse("connection_cap") };
+    let held = edge.gate.admit_public(tunnel, from, Via::Bore).await.ok()?;
     let _ = public.set_nodelay(true);
     let id = Uuid::new_v4();
-    edge.unclaimed.insert(
-        id,
-        Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held: (permit, per_ip, stream_quota) },
-    );
+    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held });
     Some(id)
 }
 
@@ -428,10 +389,7 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     }
     let tunnel = waiting.tunnel.clone();
     let metrics = edge.registry.metrics().clone();
-    let _stream = tunnel.stats.open_stream();
-    metrics.stream_opened(&tunnel.info.name, "tcp");
-    let active = metrics.streams_active.with_label_values(&["tcp"]);
-    active.inc();
+    let count = StreamCount::open(&tunnel, &metrics, "tcp");
     let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
     // Bytes the client sent right after its Accept belong to the stream.
     let rest = conn.decoder.take_rest();
@@ -447,8 +405,7 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
         }
     }
     .await;
-    active.dec();
-    drop(waiting.held);
+    drop((count, waiting.held));
     match result {
         Ok(s) => Ok(format!(
             "public connection {id}: {} bytes in, {} bytes out",

@@ -9,7 +9,6 @@
 //! - Bounds: TLS handshake and request-head timeout (slowloris), request-head size, concurrent
 //!   HTTP/2 streams per connection, and an idle timeout on connections that move no bytes.
 
-mod forward_auth;
 mod idle;
 mod pages;
 pub mod proxy;
@@ -23,11 +22,10 @@ use hyper_util::server::conn::auto;
 use postern_transport::accept;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
 use self::idle::Tracked;
 use self::proxy::Edge;
@@ -42,30 +40,19 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     edge: Arc<Edge>,
-    public_conns: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) -> TaskTracker {
     let tasks = TaskTracker::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
         let Some((stream, peer)) = accept::next(&listener, scheme, &shutdown).await else { break };
-        let metrics = edge.registry.metrics();
-        let Some(per_ip) = edge.ip_limits.admit(peer.ip()) else {
-            metrics.public_refused.with_label_values(&["per_ip_cap"]).inc();
-            debug!(%peer, "public connection refused: address at its connection cap");
-            continue;
-        };
-        let Ok(permit) = public_conns.clone().try_acquire_owned() else {
-            metrics.public_refused.with_label_values(&["connection_cap"]).inc();
-            warn!(%peer, "public connection refused: relay is at its connection cap");
-            continue;
-        };
+        let Ok(permit) = edge.gate.connection(peer) else { continue };
         let (tls, edge, shutdown) = (tls.clone(), edge.clone(), shutdown.clone());
         tasks.spawn(
             async move {
                 let outcome = connection(stream, peer, tls, edge, shutdown).await;
                 debug!(outcome, "public connection closed");
-                drop((permit, per_ip));
+                drop(permit);
             }
             .instrument(info_span!("http", %peer, scheme)),
         );

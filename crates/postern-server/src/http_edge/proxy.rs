@@ -23,20 +23,14 @@ use postern_transport::splice::splice;
 use tracing::debug;
 
 use super::pages::{page, EdgeError};
-use prometheus::IntGauge;
-use tokio::sync::OwnedSemaphorePermit;
-use tracing::warn;
-
-use super::forward_auth::{self, Asking, Verdict};
-use crate::abuse::IpLimits;
-use crate::access::{self, Denied};
-use crate::outbound::HttpsClient;
-
-use crate::agent::{AgentHandle, OpenError};
+use crate::access::forward_auth::Asking;
+use crate::agent::OpenError;
 use crate::config::RelayConfig;
 use crate::metrics::RelayMetrics;
-use crate::registry::{Registry, StreamGuard, Tunnel};
-use crate::tcp_edge::TunnelMeter;
+use crate::tunnel::admit::{Admitted, Gate, Refusal, Via};
+use crate::tunnel::registry::Registry;
+use crate::tunnel::stats::{StreamCount, TunnelMeter};
+use crate::tunnel::{Member, Tunnel};
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,10 +46,8 @@ pub struct Edge {
     pub registry: Arc<Registry>,
     /// Port of the HTTPS listener, for redirects; `None` without one.
     pub https_port: Option<u16>,
-    /// Per-address connection caps.
-    pub ip_limits: Arc<IpLimits>,
-    /// Client for forward-auth; `None` if it could not be built (forward-auth then fails closed).
-    pub outbound: Option<HttpsClient>,
+    /// Admission: connection caps, access rules, forward-auth, quotas.
+    pub gate: Arc<Gate>,
     /// The ACME manager, whose HTTP-01 challenges the edge answers.
     pub acme: Option<Arc<crate::acme::Acme>>,
 }
@@ -81,31 +73,14 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Keeps a tunnel's stream counted as open, and its quota permits held, until the response
-/// body is done.
+/// Keeps a request counted as open, and what admission gave it held, until the response body
+/// is done.
 struct OpenStream {
-    _stats: StreamGuard,
-    active: IntGauge,
-    _permits: Permits,
+    _count: StreamCount,
+    _admitted: Admitted,
 }
 
-/// Stream permits: the token's quota (if any) and the agent's cap.
-struct Permits {
-    _quota: Option<OwnedSemaphorePermit>,
-    _agent: OwnedSemaphorePermit,
-}
-
-impl OpenStream {
-    fn new(tunnel: &Tunnel, metrics: &RelayMetrics, kind: &'static str, permits: Permits) -> Self {
-        metrics.stream_opened(&tunnel.info.name, kind);
-        let active = metrics.streams_active.with_label_values(&[kind]);
-        active.inc();
-        Self { _stats: tunnel.stats.open_stream(), active, _permits: permits }
-    }
-}
-
-/// Applies the tunnel's access rules, the operator's policies and the quotas. On success,
-/// returns headers to add (from forward-auth) and the stream permits.
+/// Admits a request into `tunnel` ([`crate::tunnel::admit`]); a refusal is its error page.
 async fn admit(
     req: &Request<Incoming>,
     edge: &Edge,
@@ -113,59 +88,35 @@ async fn admit(
     peer: SocketAddr,
     secure: bool,
     host: &str,
-) -> Result<(http::HeaderMap, Permits, AgentHandle), Response<EdgeBody>> {
-    let policies = edge.config.policies.matching(&tunnel.info.id);
-    if access::check_ip(&tunnel.access, &policies, peer.ip()).is_err() {
-        return Err(error(EdgeError::Forbidden, Some(host)));
-    }
-    if let Err(Denied::Credentials { basic }) = access::check_credentials(&tunnel.access, req.headers()) {
-        let mut resp = error(EdgeError::Unauthorized, Some(host));
-        if !basic {
-            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
-        }
-        return Err(resp);
-    }
-    let mut add = http::HeaderMap::new();
-    for fa in policies.iter().filter_map(|p| p.forward_auth.as_ref()) {
-        let Some(client) = &edge.outbound else {
-            return Err(error(EdgeError::AuthUnavailable, Some(host)));
-        };
-        let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let asking = Asking { method: req.method(), uri, headers: req.headers(), peer: peer.ip(), secure, host };
-        match forward_auth::check(client, fa, &asking).await {
-            Verdict::Allow(headers) => add.extend(headers),
-            Verdict::Deny(resp) => return Err(own(resp)),
-            Verdict::Unavailable(why) => {
-                warn!(url = %fa.url, error = %why, "forward-auth service failed");
-                return Err(error(EdgeError::AuthUnavailable, Some(host)));
-            }
-        }
-    }
-    let quota = match &tunnel.quota {
-        None => None,
-        Some(q) => {
-            let admitted = q.admit_request().and_then(|()| q.admit_stream());
-            match admitted {
-                Ok(permit) => permit,
-                Err(e) => {
-                    debug!(error = %e, "request refused by quota");
-                    return Err(error(EdgeError::QuotaExceeded, Some(host)));
-                }
-            }
-        }
+) -> Result<(Admitted, Member), Response<EdgeBody>> {
+    let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let asking = Asking { method: req.method(), uri, headers: req.headers(), peer: peer.ip(), secure, host };
+    let refused = match edge.gate.admit_public(tunnel, peer, Via::Http(asking)).await {
+        Ok(mut admitted) => match admitted.member.take() {
+            Some(member) => return Ok((admitted, member)),
+            None => Refusal::AgentUnavailable,
+        },
+        Err(why) => why,
     };
-    let (agent, slot) = match tunnel.pick() {
-        Ok(pair) => pair,
-        Err(true) => return Err(error(EdgeError::AgentBusy, Some(host))),
-        Err(false) => return Err(error(EdgeError::AgentUnavailable, Some(host))),
+    let err = match refused {
+        Refusal::Credentials { basic } => {
+            let mut resp = error(EdgeError::Unauthorized, Some(host));
+            if !basic {
+                resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+            }
+            return Err(resp);
+        }
+        Refusal::AuthDenied(resp) => return Err(own(*resp)),
+        Refusal::NotAllowed | Refusal::PerIpCap | Refusal::ConnectionCap => EdgeError::Forbidden,
+        Refusal::AuthUnavailable => EdgeError::AuthUnavailable,
+        Refusal::Quota(e) => {
+            debug!(error = %e, "request refused by quota");
+            EdgeError::QuotaExceeded
+        }
+        Refusal::AgentBusy => EdgeError::AgentBusy,
+        Refusal::AgentUnavailable => EdgeError::AgentUnavailable,
     };
-    Ok((add, Permits { _quota: quota, _agent: slot }, agent))
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.active.dec();
-    }
+    Err(error(err, Some(host)))
 }
 
 fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
@@ -278,7 +229,7 @@ async fn proxy(
     path: String,
     kind: &'static str,
 ) -> Response<EdgeBody> {
-    let (extra_headers, permits, agent) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
+    let (admitted, agent) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -303,7 +254,7 @@ async fn proxy(
     put(&mut headers, "x-forwarded-for", &peer.ip().to_string());
     put(&mut headers, "x-forwarded-proto", if secure { "https" } else { "http" });
     put(&mut headers, "x-forwarded-host", &host);
-    for (name, value) in extra_headers.iter() {
+    for (name, value) in admitted.add_headers.iter() {
         headers.insert(name, value.clone());
     }
     let stream_kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
@@ -329,7 +280,7 @@ async fn proxy(
 
     let end_of_stream = upgrade.is_none() && body.is_end_stream();
     let metrics = edge.registry.metrics().clone();
-    let open = OpenStream::new(&tunnel, &metrics, kind, permits);
+    let open = OpenStream { _count: StreamCount::open(&tunnel, &metrics, kind), _admitted: admitted };
     let (response, mut send) = match agent.open_request(upstream, end_of_stream).await {
         Ok(pair) => pair,
         Err(e @ (OpenError::NotReady | OpenError::AgentGone(_))) => {
@@ -390,7 +341,7 @@ async fn proxy(
 fn respond(
     response: Result<Response<h2::RecvStream>, h2::Error>,
     tunnel: &Arc<Tunnel>,
-    agent: &AgentHandle,
+    agent: &Member,
     metrics: Arc<RelayMetrics>,
     open: OpenStream,
     host: &str,

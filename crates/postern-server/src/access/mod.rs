@@ -10,6 +10,9 @@
 //!
 //! Every rule that applies must pass. A forward-auth URL can only come from the operator: a
 //! client choosing where the relay sends requests would be a server-side request forgery.
+//! [`forward_auth`] asks the operator's service; `crate::tunnel::admit` applies them all.
+
+pub mod forward_auth;
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};

@@ -10,9 +10,9 @@
 //!   and the webhooks read it) and bumps a `watch` counter (tests wait on it without polling).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -20,220 +20,11 @@ use postern_proto::TunnelKind;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::ClientAccess;
+use super::events::{Event, EventKind};
+use super::{Member, Tunnel, TunnelInfo};
 use crate::agent::AgentHandle;
 use crate::leases::{Claim, Leases};
 use crate::metrics::RelayMetrics;
-use crate::quota::{TokenQuota, TunnelSlot};
-
-/// What the registry knows about a tunnel, for listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelInfo {
-    /// Unique name, for example `tcp-20001` or `myapp-3000`.
-    pub name: String,
-    /// Tcp or http.
-    pub kind: TunnelKind,
-    /// Where the public reaches it.
-    pub public_url: String,
-    /// Public port for tcp tunnels.
-    pub public_port: Option<u16>,
-    /// Port on the agent's side.
-    pub local_port: u16,
-    /// The `<id>` of an HTTP tunnel; the client id for a TCP tunnel. Operator policies match it.
-    pub id: String,
-    /// The agent's client id.
-    pub client_id: String,
-    /// Subject of the credential that opened it: who may see and kick it.
-    pub owner: String,
-    /// The agent session that serves it.
-    pub session_id: String,
-    /// The agent's address as the relay sees it.
-    pub agent_addr: SocketAddr,
-    /// When it was registered.
-    pub since: SystemTime,
-}
-
-/// Live counters of one tunnel.
-#[derive(Debug, Default)]
-pub struct TunnelStats {
-    active_streams: AtomicI64,
-    requests: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    last_activity_ms: AtomicU64,
-}
-
-/// A point-in-time copy of [`TunnelStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    /// Streams (connections, requests) open right now.
-    pub active_streams: u64,
-    /// Streams opened since registration.
-    pub requests: u64,
-    /// Bytes from the public toward the local service.
-    pub bytes_in: u64,
-    /// Bytes from the local service toward the public.
-    pub bytes_out: u64,
-    /// Last time a stream opened or bytes moved.
-    pub last_activity: Option<SystemTime>,
-}
-
-impl TunnelStats {
-    /// A stream opened; the returned guard closes it.
-    pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
-        self.active_streams.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        StreamGuard(self.clone())
-    }
-
-    /// Bytes toward the local service.
-    pub fn add_in(&self, n: u64) {
-        self.bytes_in.fetch_add(n, Ordering::Relaxed);
-        self.touch();
-    }
-
-    /// Bytes toward the public.
-    pub fn add_out(&self, n: u64) {
-        self.bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.touch();
-    }
-
-    fn touch(&self) {
-        self.last_activity_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
-    }
-
-    /// Copies the counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let last = self.last_activity_ms.load(Ordering::Relaxed);
-        StatsSnapshot {
-            active_streams: self.active_streams.load(Ordering::Relaxed).max(0) as u64,
-            requests: self.requests.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            last_activity: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
-        }
-    }
-}
-
-/// Counts one open stream until dropped.
-#[derive(Debug)]
-pub struct StreamGuard(Arc<TunnelStats>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.active_streams.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One agent connection serving a tunnel.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// Its session.
-    pub session_id: String,
-    /// The way to open streams on it.
-    pub agent: AgentHandle,
-}
-
-/// A registered tunnel: its description, counters, and the agent connections serving it.
-///
-/// A tunnel may be served by several connections: those of one client (`--connections N`, same
-/// group), or of several clients when their token allows sharing. Each stream goes to the
-/// least-loaded live one; the tunnel lives while any is left.
-#[derive(Debug)]
-pub struct Tunnel {
-    /// Description (of its first registration).
-    pub info: TunnelInfo,
-    members: Mutex<Vec<Member>>,
-    /// The client instance that registered it, for further connections of the same client.
-    pub group: Option<String>,
-    /// What identifies that client across reconnects (its group, else its client id): the key
-    /// of its TCP port lease.
-    pub instance: String,
-    rr: std::sync::atomic::AtomicUsize,
-    /// Other clients of the same owner may join (load balancing, failover).
-    pub shareable: bool,
-    /// Live counters.
-    pub stats: Arc<TunnelStats>,
-    /// Fires when this tunnel closes (its agent left, or it was kicked); stops its listener.
-    pub closed: CancellationToken,
-    /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
-    pub alias: OnceLock<String>,
-    /// The custom domain this tunnel answers to (`app.example.com`), once granted.
-    pub domain: OnceLock<String>,
-    /// The client's access rules.
-    pub access: ClientAccess,
-    /// The quota of the token that opened it, if limited.
-    pub quota: Option<Arc<TokenQuota>>,
-    /// Its place in the token's tunnel quota, given back when it is removed.
-    pub slot: Mutex<Option<TunnelSlot>>,
-    /// The public listener of a TCP tunnel; dropped (port released) when it is removed.
-    pub listener: Mutex<Option<tokio::net::TcpListener>>,
-    announced: std::sync::atomic::AtomicBool,
-}
-
-impl Tunnel {
-    /// A public tunnel for `info`, served by `agent`, with no quota.
-    pub fn new(info: TunnelInfo, agent: AgentHandle) -> Self {
-        Self {
-            members: Mutex::new(vec![Member { session_id: info.session_id.clone(), agent }]),
-            info,
-            group: None,
-            instance: String::new(),
-            rr: std::sync::atomic::AtomicUsize::new(0),
-            shareable: false,
-            stats: Arc::default(),
-            closed: CancellationToken::new(),
-            alias: OnceLock::new(),
-            domain: OnceLock::new(),
-            access: ClientAccess::default(),
-            quota: None,
-            slot: Mutex::new(None),
-            listener: Mutex::new(None),
-            announced: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// Polls the TCP listener for a connection; an error once the tunnel was removed.
-    pub fn poll_accept(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>> {
-        match self.listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(l) => l.poll_accept(cx),
-            None => std::task::Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "tunnel closed"))),
-        }
-    }
-
-    fn members(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Session ids of the connections serving it.
-    pub fn sessions(&self) -> Vec<String> {
-        self.members().iter().map(|m| m.session_id.clone()).collect()
-    }
-
-    /// True when some connection serving it is up.
-    pub fn is_live(&self) -> bool {
-        self.members().iter().any(|m| m.agent.is_live())
-    }
-
-    /// The live connection with the most free stream slots, and one of its slots. `Err(true)`
-    /// when live connections exist but all are at their cap, `Err(false)` when none is live.
-    pub fn pick(&self) -> Result<(AgentHandle, tokio::sync::OwnedSemaphorePermit), bool> {
-        let mut live: Vec<AgentHandle> =
-            self.members().iter().filter(|m| m.agent.is_live()).map(|m| m.agent.clone()).collect();
-        if live.is_empty() {
-            return Err(false);
-        }
-        // Rotate first so equally loaded connections take turns (the sort is stable).
-        let turn = self.rr.fetch_add(1, Ordering::Relaxed) % live.len();
-        live.rotate_left(turn);
-        live.sort_by_key(|a| std::cmp::Reverse(a.free_streams()));
-        live.into_iter().find_map(|a| a.admit_stream().map(|p| (a, p))).ok_or(true)
-    }
-}
 
 /// What the registry knows about a connected agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,48 +52,6 @@ pub struct Agent {
     pub info: AgentInfo,
     /// Cancelling it ends the agent's session.
     pub kick: CancellationToken,
-}
-
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A tunnel was registered.
-    TunnelUp,
-    /// A tunnel went away.
-    TunnelDown,
-    /// An agent's session started.
-    AgentConnected,
-    /// An agent's session ended.
-    AgentDisconnected,
-}
-
-impl EventKind {
-    /// Name used in SSE `event:` lines and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TunnelUp => "tunnel_up",
-            Self::TunnelDown => "tunnel_down",
-            Self::AgentConnected => "agent_connected",
-            Self::AgentDisconnected => "agent_disconnected",
-        }
-    }
-}
-
-/// One change, for the SSE stream and webhooks.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// Increasing number, starting at 1.
-    pub seq: u64,
-    /// What happened.
-    pub kind: EventKind,
-    /// When.
-    pub at: SystemTime,
-    /// Whose it is (only they and the admin see it).
-    pub owner: String,
-    /// The tunnel, for tunnel events.
-    pub tunnel: Option<TunnelInfo>,
-    /// The agent, for agent events.
-    pub agent: Option<AgentInfo>,
 }
 
 /// The name is already registered.
@@ -412,11 +161,11 @@ impl Registry {
     ) -> Option<Arc<Tunnel>> {
         let t = self.tunnels.get(name).filter(|t| t.info.name == name).map(|t| t.clone())?;
         let same_group = group.is_some() && t.group.as_deref() == group;
-        let already = t.members().iter().any(|m| m.session_id == session_id);
+        let already = t.members().iter().any(|m| m.session_id() == session_id);
         if t.info.owner != owner || !(same_group || (shareable && t.shareable)) || t.closed.is_cancelled() || already {
             return None;
         }
-        t.members().push(Member { session_id: session_id.to_string(), agent: agent.clone() });
+        t.members().push(Member::Agent(agent.clone()));
         self.changes.send_modify(|n| *n += 1);
         Some(t)
     }
@@ -431,7 +180,7 @@ impl Registry {
                     && t.info.owner == owner
                     && t.group.as_deref() == Some(group)
                     && t.info.local_port == local_port
-                    && !t.members().iter().any(|m| m.session_id == session_id)
+                    && !t.members().iter().any(|m| m.session_id() == session_id)
             })
             .map(|t| t.info.name.clone())
     }
@@ -441,7 +190,7 @@ impl Registry {
         let t = self.tunnels.get(name).filter(|t| t.info.name == name).map(|t| t.clone())?;
         let empty = {
             let mut m = t.members();
-            m.retain(|m| m.session_id != session_id);
+            m.retain(|m| m.session_id() != session_id);
             m.is_empty()
         };
         if empty {
@@ -579,6 +328,11 @@ impl Registration {
     /// An empty registration for `session_id`.
     pub fn new(registry: Arc<Registry>, session_id: String) -> Self {
         Self { registry, session_id, tunnels: Vec::new() }
+    }
+
+    /// The registry's name and port leases.
+    pub fn leases(&self) -> &Arc<Leases> {
+        self.registry.leases()
     }
 
     /// Registers a new tunnel under its name.

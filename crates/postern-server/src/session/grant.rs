@@ -1,0 +1,328 @@
+//! What a session is granted: its identity's names and ports, reserved before the `Welcome`
+//! promises them, and its custom domains.
+//!
+//! Every requested tunnel is reserved in turn ([`reserve_all`]): a TCP tunnel binds its public
+//! port ([`crate::tunnel::open`]); an HTTP tunnel claims `<id>-<port>` (and, if free, the bare
+//! `<id>`) under the token's id patterns and the leases; a custom domain is granted by the
+//! domain policy. A connection of the same client (or of a sharing client) joins a tunnel that
+//! is already up instead. Whatever was reserved is released when the session's
+//! [`Registration`] is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use postern_proto::{hostname, Hello, RefuseCode, TunnelGrant, TunnelKind, TunnelSpec};
+
+use super::Shared;
+use crate::access::ClientAccess;
+use crate::agent::AgentHandle;
+use crate::auth::Identity;
+use crate::leases::Claim;
+use crate::quota::TokenQuota;
+use crate::tunnel::open::{self, TcpOpen};
+use crate::tunnel::registry::Registration;
+use crate::tunnel::{Member, Tunnel, TunnelInfo};
+
+/// A refusal of the whole Hello: its code and a message for the agent.
+pub(super) type Refusal = (RefuseCode, String);
+
+/// The tunnels a session was granted.
+pub(super) struct Granted {
+    /// What the `Welcome` tells the agent.
+    pub grants: Vec<TunnelGrant>,
+    /// TCP tunnels whose public listeners are served once the mux is up.
+    pub listeners: Vec<Arc<Tunnel>>,
+}
+
+/// Reserves every tunnel `hello` asks for, or none.
+pub(super) async fn reserve_all(
+    hello: &Hello,
+    who: &Who<'_>,
+    shared: &Shared,
+    agent: &AgentHandle,
+    registration: &mut Registration,
+) -> Result<Granted, Refusal> {
+    if hello.tunnels.is_empty() {
+        return Err((RefuseCode::BadRequest, "no tunnels requested".into()));
+    }
+    let most = shared.config.max_tunnels_per_agent;
+    if hello.tunnels.len() > most {
+        return Err((
+            RefuseCode::BadRequest,
+            format!("{} tunnels requested, this relay allows {most} per client", hello.tunnels.len()),
+        ));
+    }
+    let mut granted = Granted { grants: Vec::new(), listeners: Vec::new() };
+    for spec in &hello.tunnels {
+        let (grant, listener) = reserve(spec, who, shared, agent, registration).await?;
+        granted.grants.push(grant);
+        granted.listeners.extend(listener);
+    }
+    Ok(granted)
+}
+
+/// Who is asking for a tunnel.
+pub(super) struct Who<'a> {
+    client_id: &'a str,
+    identity: &'a Identity,
+    session_id: &'a str,
+    peer: SocketAddr,
+    quota: Option<Arc<TokenQuota>>,
+    group: Option<&'a str>,
+    /// The client id came from the Hello or the token, not from the relay.
+    explicit_id: bool,
+}
+
+impl<'a> Who<'a> {
+    /// The agent of session `session_id` from `peer`, settled on `client_id`.
+    pub(super) fn new(
+        hello: &'a Hello,
+        identity: &'a Identity,
+        client_id: &'a str,
+        session_id: &'a str,
+        peer: SocketAddr,
+        quota: Option<Arc<TokenQuota>>,
+    ) -> Self {
+        Who {
+            client_id,
+            identity,
+            session_id,
+            peer,
+            quota,
+            group: hello.group.as_deref().filter(|g| !g.is_empty() && g.len() <= 64),
+            explicit_id: hello.client_id.is_some()
+                || identity.claims.as_ref().is_some_and(|c| hostname::is_label(&c.sub.to_ascii_lowercase())),
+        }
+    }
+}
+
+impl Who<'_> {
+    /// What identifies this client across reconnects and restarts: the client id when the
+    /// client or its token chose it, else the process's instance id.
+    pub(super) fn instance(&self) -> &str {
+        if self.explicit_id {
+            self.client_id
+        } else {
+            self.group.unwrap_or(self.client_id)
+        }
+    }
+
+    fn shareable(&self) -> bool {
+        self.identity.claims.as_ref().is_some_and(|c| c.share)
+    }
+}
+
+/// Reserves one requested tunnel: binds its public port (tcp) or claims its name (http), and
+/// registers it. Returns the grant, and the tunnel whose listener to serve once the mux is up.
+async fn reserve(
+    spec: &TunnelSpec,
+    who: &Who<'_>,
+    shared: &Shared,
+    agent: &AgentHandle,
+    registration: &mut Registration,
+) -> Result<(TunnelGrant, Option<Arc<Tunnel>>), Refusal> {
+    if spec.local_port == 0 {
+        return Err((RefuseCode::BadRequest, "local port 0 is not a port a service can listen on".into()));
+    }
+    let access = ClientAccess::from_spec(spec.access.as_ref())
+        .map_err(|e| (RefuseCode::BadRequest, format!("invalid access rules: {e}")))?;
+    if let Some(grant) = join_existing(spec, who, shared, agent, registration) {
+        return Ok((grant, None));
+    }
+    let owner = who.identity.subject.as_str();
+    let info = TunnelInfo {
+        name: String::new(),
+        kind: spec.kind,
+        public_url: String::new(),
+        public_port: None,
+        local_port: spec.local_port,
+        id: who.client_id.to_string(),
+        client_id: who.client_id.to_string(),
+        owner: owner.to_string(),
+        session_id: who.session_id.to_string(),
+        agent_addr: who.peer,
+        since: SystemTime::now(),
+    };
+    let shape = |t: &mut Tunnel| {
+        t.instance = who.instance().to_string();
+        t.group = who.group.map(str::to_string);
+        t.shareable = who.shareable();
+        t.access = access;
+    };
+    let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
+    let tunnel = match spec.kind {
+        TunnelKind::Tcp => {
+            let leased = registration.leases().port_for(owner, who.instance(), spec.local_port);
+            let open = TcpOpen {
+                config: &shared.config,
+                identity: who.identity,
+                quota: who.quota.clone(),
+                requested: spec.remote_port,
+                leased,
+            };
+            let member = Some(Member::Agent(agent.clone()));
+            open::tcp(open, info, member, registration, shape).await.map_err(|e| (e.code(), e.to_string()))?
+        }
+        TunnelKind::Http => {
+            let mut tunnel = Tunnel::new(http_info(info, &id, who, shared, registration)?, agent.clone());
+            tunnel.quota = who.quota.clone();
+            let slot = who.quota.as_ref().map(|q| q.add_tunnel()).transpose();
+            tunnel.slot = std::sync::Mutex::new(slot.map_err(|e| (RefuseCode::Unavailable, e.to_string()))?);
+            shape(&mut tunnel);
+            registration
+                .insert(tunnel)
+                .map_err(|e| (RefuseCode::Unavailable, format!("{e}: another client holds it")))?
+        }
+    };
+    let kind = tunnel.info.kind;
+    // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
+    let mut default_url = None;
+    if kind == TunnelKind::Http && registration.insert_alias(&id, &tunnel).is_ok() {
+        default_url = shared.urls.as_ref().map(|u| u.url(&id, &shared.config.domain));
+    }
+    let mut domain_url = None;
+    if let (Some(domain), TunnelKind::Http) = (&spec.domain, kind) {
+        let domain = grant_domain(domain, who, shared, registration, &tunnel).await?;
+        domain_url = shared.urls.as_ref().map(|u| u.host_url(&domain));
+    }
+    let grant = TunnelGrant {
+        name: tunnel.info.name.clone(),
+        kind,
+        local_port: spec.local_port,
+        public_url: tunnel.info.public_url.clone(),
+        default_url,
+        domain_url,
+    };
+    Ok((grant, (kind == TunnelKind::Tcp).then_some(tunnel)))
+}
+
+/// Names an HTTP tunnel `<id>-<local port>`, if the id is usable, allowed by the token and
+/// not leased to another owner.
+fn http_info(
+    mut info: TunnelInfo,
+    id: &str,
+    who: &Who<'_>,
+    shared: &Shared,
+    registration: &Registration,
+) -> Result<TunnelInfo, Refusal> {
+    let Some(urls) = &shared.urls else {
+        return Err((RefuseCode::BadRequest, "this relay has no HTTP listener; use a tcp tunnel".into()));
+    };
+    let name = hostname::label(id, info.local_port);
+    if hostname::is_reserved_id(id) {
+        return Err((
+            RefuseCode::BadRequest,
+            format!("tunnel id {id:?} is reserved: names starting with \"tcp-\" belong to TCP tunnels"),
+        ));
+    }
+    if !hostname::is_label(id) || !hostname::is_label(&name) {
+        return Err((
+            RefuseCode::BadRequest,
+            format!(
+                "tunnel id {id:?} is not usable in a host name: use a-z, 0-9 and '-', \
+                 not starting or ending with '-', and keep \"{name}\" within 63 characters"
+            ),
+        ));
+    }
+    if !who.identity.may_use_id(id) {
+        return Err((RefuseCode::Unauthorized, format!("your token does not allow the tunnel id {id:?}")));
+    }
+    if let Claim::Held(left) = registration.leases().check_name(&name, &info.owner) {
+        return Err((
+            RefuseCode::Unavailable,
+            format!("{name} is reserved for another client for {}s", left.as_secs() + 1),
+        ));
+    }
+    info.public_url = urls.url(&name, &shared.config.domain);
+    info.name = name;
+    info.id = id.to_string();
+    Ok(info)
+}
+
+/// Grants custom `domain` to `tunnel` if the policy allows it for this client and nobody else
+/// holds it; asks ACME for its certificate.
+async fn grant_domain(
+    domain: &str,
+    who: &Who<'_>,
+    shared: &Shared,
+    registration: &mut Registration,
+    tunnel: &Arc<Tunnel>,
+) -> Result<String, Refusal> {
+    let domain = shared.domains.normalize(domain).map_err(|e| (RefuseCode::BadRequest, e.to_string()))?;
+    let owner = who.identity.subject.as_str();
+    shared.domains.authorize(&domain, owner).await.map_err(|e| (RefuseCode::Unauthorized, e.to_string()))?;
+    registration
+        .insert_alias(&domain, tunnel)
+        .map_err(|_| (RefuseCode::Unavailable, format!("{domain} is served by another client")))?;
+    if let Some(acme) = &shared.acme {
+        acme.ensure(&domain);
+    }
+    Ok(domain)
+}
+
+/// Another connection of the same client (or a sharing client) serves a tunnel that is already
+/// up: join it instead of opening a second one.
+fn join_existing(
+    spec: &TunnelSpec,
+    who: &Who<'_>,
+    shared: &Shared,
+    agent: &AgentHandle,
+    registration: &mut Registration,
+) -> Option<TunnelGrant> {
+    let owner = who.identity.subject.as_str();
+    let reg = &shared.registry;
+    let name = match spec.kind {
+        TunnelKind::Tcp => match spec.remote_port {
+            Some(port) => hostname::tcp_name(port),
+            None => reg.find_tcp(owner, who.group?, spec.local_port, who.session_id)?,
+        },
+        TunnelKind::Http => {
+            let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
+            if !who.identity.may_use_id(&id) {
+                return None;
+            }
+            hostname::label(&id, spec.local_port)
+        }
+    };
+    let existing = reg.get(&name).filter(|t| t.info.name == name)?;
+    if existing.info.local_port != spec.local_port || existing.info.kind != spec.kind {
+        return None;
+    }
+    let t = registration.join(&name, agent, owner, who.group, who.shareable())?;
+    let default_url = match (t.alias.get(), &shared.urls) {
+        (Some(alias), Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
+        _ => None,
+    };
+    let domain_url = match (t.domain.get(), &shared.urls) {
+        (Some(domain), Some(urls)) => Some(urls.host_url(domain)),
+        _ => None,
+    };
+    Some(TunnelGrant {
+        name: t.info.name.clone(),
+        kind: t.info.kind,
+        local_port: t.info.local_port,
+        public_url: t.info.public_url.clone(),
+        default_url,
+        domain_url,
+    })
+}
+
+/// Settles the client id: the requested one if it is a valid DNS label, else the token's
+/// subject if that is one, else derived from the session id.
+pub(super) fn client_id(hello: &Hello, identity: &Identity, session_id: &str) -> Result<String, String> {
+    let from_token = identity.claims.as_ref().map(|c| c.sub.to_ascii_lowercase()).filter(|s| hostname::is_label(s));
+    match &hello.client_id {
+        None => Ok(from_token.unwrap_or_else(|| format!("agent-{}", &session_id[..8]))),
+        Some(id) => {
+            let id = id.to_ascii_lowercase();
+            if hostname::is_label(&id) {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "client id {id:?} is not a DNS label: use 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'"
+                ))
+            }
+        }
+    }
+}
