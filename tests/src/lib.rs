@@ -119,7 +119,7 @@ impl TestRelay {
                 Ok(l) => {
                     return Self::build(
                         |c| {
-                            c.tcp_bind = ip.into();
+                            c.tcp_bind = std::net::IpAddr::from(ip).into();
                             edit(c)
                         },
                         None,
@@ -145,10 +145,12 @@ impl TestRelay {
             tcp_ports: PortRange::Ephemeral,
             token_key: Some(key.clone()),
             state_dir: Some(state.path().into()),
+            // No DNS from tests: custom domains are granted by --allow-domain.
+            txt_proof: postern_server::domains::TxtLookup::Off,
             ..RelayConfig::default()
         };
         edit(&mut config);
-        let acme_dir = config.acme.as_ref().map(|_| postern_server::acme::store::live(state.path()));
+        let acme_dir = config.acme().map(|_| postern_server::acme::store::live(state.path()));
         let certs =
             CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir, acme_dir })?;
         let bind = || TcpListener::bind("127.0.0.1:0");

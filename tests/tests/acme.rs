@@ -14,7 +14,6 @@ use hyper_util::rt::TokioIo;
 use postern_e2e::http::{admin, empty};
 use postern_e2e::pebble::{self, Pebble, PebblePorts};
 use postern_e2e::{http_tunnel, origin, TestAgent, TestRelay};
-use postern_server::acme::AcmeConfig;
 use postern_server::domains::TxtLookup;
 use postern_transport::tls::server_name;
 use tokio::net::TcpStream;
@@ -81,9 +80,9 @@ async fn custom_domains_get_certificates_by_http01_only_when_allowed_or_proven()
     let api_ca = Pebble::prepare(dir.path())?;
     let ports = PebblePorts::pick()?;
     let relay = TestRelay::with_config(|c| {
-        let mut acme = AcmeConfig::new(ports.directory());
-        acme.ca = Some(api_ca.clone());
-        c.acme = Some(acme);
+        c.acme = true;
+        c.acme_directory = ports.directory();
+        c.acme_ca = Some(api_ca.clone());
         c.allow_domains = vec!["*.allowed.test".into()];
         c.txt_proof = TxtLookup::Server(ports.dns_addr());
     })
@@ -171,15 +170,14 @@ async fn the_wildcard_comes_by_dns01_through_the_hook_and_is_renewed() -> anyhow
     }
     let relay = TestRelay::with_config(|c| {
         c.domain = "tunnels.test".into();
-        let mut acme = AcmeConfig::new(ports.directory());
-        acme.ca = Some(api_ca.clone());
-        acme.wildcard = true;
-        acme.dns_hook = Some(hook.clone());
+        c.acme_directory = ports.directory();
+        c.acme_ca = Some(api_ca.clone());
+        c.acme_wildcard = true;
+        c.acme_dns_hook = Some(hook.clone());
         // Renew on every check: pebble's certificates last years, the test has a minute.
-        acme.renew_before = Some(Duration::from_secs(100 * 365 * 86_400));
-        acme.check_interval = Duration::from_secs(2);
-        acme.retry_after = Duration::from_secs(1);
-        c.acme = Some(acme);
+        c.acme_renew_before = Some(Duration::from_secs(100 * 365 * 86_400));
+        c.acme_check_interval = Duration::from_secs(2);
+        c.acme_retry_after = Duration::from_secs(1);
     })
     .await?;
     let pebble = Pebble::start(ports, relay.http_addr.port(), dir).await?;

@@ -267,10 +267,8 @@ async fn webhooks_are_signed_and_retried() -> anyhow::Result<()> {
 
     let secret = "hook-secret";
     let relay = TestRelay::with_config(|c| {
-        c.webhook = Some(postern_server::webhook::Webhook {
-            url: format!("http://{addr}/hook").parse().unwrap_or_default(),
-            secret: secret.into(),
-        })
+        c.webhook = Some(format!("http://{addr}/hook"));
+        c.webhook_secret = Some(secret.into());
     })
     .await?;
     let echo = origin::echo().await?;

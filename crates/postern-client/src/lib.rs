@@ -13,11 +13,17 @@
 //! - [`stats`]: traffic counters; [`status`]: the local JSON status endpoint (`--status`).
 //! - [`backoff`]: exponential backoff with jitter between attempts.
 //! - [`agent`]: [`run`], the reconnect loop, and [`AgentState`], its observable state.
+//! - [`cli`]: the command-line settings (`postern http`, `postern tcp`), access rules and the
+//!   default tunnel id; [`file`]: the client config file (`postern start`).
+//! - [`demo`]: the small web service `postern demo` exposes.
 
 pub mod agent;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod demo;
+pub mod file;
 pub mod forward;
 pub mod http_forward;
 pub mod session;

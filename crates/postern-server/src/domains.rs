@@ -97,6 +97,22 @@ pub enum TxtLookup {
     Server(SocketAddr),
 }
 
+impl std::str::FromStr for TxtLookup {
+    type Err = String;
+
+    /// `system`, `off` (also `none` or empty), or a DNS server `IP:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "system" => Ok(Self::System),
+            "off" | "none" | "" => Ok(Self::Off),
+            v => v
+                .parse()
+                .map(Self::Server)
+                .map_err(|_| format!("{v:?} is not `system`, `off` or a DNS server like 127.0.0.1:53")),
+        }
+    }
+}
+
 impl DomainPolicy {
     /// Rules for a relay on `base`; `allow` are patterns (`*` matches any run of characters).
     pub fn new(base: &str, allow: Vec<String>, txt: TxtLookup) -> Self {

@@ -15,7 +15,7 @@ use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
 use crate::bore::{self, BoreEdge};
 use crate::certs::{CertError, CertResolver};
-use crate::config::{ConfigError, RelayConfig};
+use crate::config::{ConfigError, RelayConfig, Secret};
 use crate::domains::DomainPolicy;
 use crate::http_edge::{self, proxy::Edge};
 use crate::leases::Leases;
@@ -23,11 +23,12 @@ use crate::listener::serve_control;
 use crate::metrics::RelayMetrics;
 use crate::outbound;
 use crate::quota::Quotas;
+use crate::reload::{watch_certs, watch_revocations, Reloader};
 use crate::revocation::{RevocationError, Revocations};
 use crate::session::{PublicUrls, Shared};
 use crate::tunnel::admit::Gate;
 use crate::tunnel::registry::Registry;
-use crate::webhook;
+use crate::webhook::{self, Webhook};
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +109,8 @@ impl Relay {
             Duration::from_secs(60),
         );
         let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof);
-        let acme = match (&config.acme, &config.state_dir) {
-            (Some(a), Some(dir)) => Some(Acme::new(a.clone(), dir.clone(), &config.domain, certs.clone(), metrics)?),
+        let acme = match (config.acme(), &config.state_dir) {
+            (Some(a), Some(dir)) => Some(Acme::new(a, dir.clone(), &config.domain, certs.clone(), metrics)?),
             _ => None,
         };
         Ok(Self {
@@ -160,8 +161,8 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let control_addr = listeners.control.local_addr()?;
         let auth = Authenticator::new(
-            self.config.token.as_deref(),
-            self.config.admin_token.as_deref(),
+            self.config.token.as_ref().map(Secret::expose),
+            self.config.admin_token.as_ref().map(Secret::expose),
             self.config.token_key.clone(),
             self.config.anonymous_allowed(control_addr),
         )
@@ -239,7 +240,7 @@ impl Relay {
             });
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
         }
-        if let Some(hook) = self.config.webhook.clone() {
+        if let Some(hook) = Webhook::from_config(&self.config) {
             tokio::spawn(webhook::run(hook, self.registry.events(), shutdown.clone()));
         }
         if let Some(acme) = &self.acme {
@@ -275,88 +276,5 @@ impl Relay {
             warn!(sessions = sessions.len(), "connections still open after the shutdown grace period");
         }
         Ok(())
-    }
-}
-
-/// Applies a new configuration to a running relay without dropping anything: certificates,
-/// the revocation list, access policies and per-address limits. Everything else (addresses,
-/// domain, tokens, timeouts) needs a restart.
-#[derive(Debug, Clone)]
-pub struct Reloader {
-    certs: Arc<CertResolver>,
-    revocations: Arc<Revocations>,
-    policies: crate::access::Policies,
-    ip_limits: Arc<IpLimits>,
-    registry: Arc<Registry>,
-}
-
-/// What a reload did.
-#[derive(Debug, Default)]
-pub struct ReloadReport {
-    /// Certificates now served.
-    pub certificates: usize,
-    /// Tokens revoked since the last read; their sessions were disconnected.
-    pub revoked: usize,
-    /// Policies now in force.
-    pub policies: usize,
-}
-
-impl Reloader {
-    /// Re-reads certificates and revocations and applies `config`'s reloadable settings. On a
-    /// failure nothing further is changed and the error says what failed.
-    pub fn reload(&self, config: &RelayConfig) -> Result<ReloadReport, RelayError> {
-        let certificates = self.certs.reload()?;
-        let ids = self.revocations.refresh()?;
-        for id in &ids {
-            self.registry.kick_token(id);
-        }
-        let list = config.policies.list();
-        let policies = list.len();
-        self.policies.replace(list);
-        self.ip_limits.set_limits(config.max_connections_per_ip, config.max_auth_failures);
-        Ok(ReloadReport { certificates, revoked: ids.len(), policies })
-    }
-}
-
-/// Picks up revocations written by `postern token revoke` and disconnects their sessions.
-async fn watch_revocations(
-    revocations: Arc<Revocations>,
-    registry: Arc<Registry>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match revocations.refresh() {
-            Ok(ids) => {
-                for id in ids {
-                    let n = registry.kick_token(&id);
-                    info!(token = %id, sessions = n, "token revoked; its sessions were disconnected");
-                }
-            }
-            Err(e) => warn!(error = %e, "could not read the revocation list"),
-        }
-    }
-}
-
-/// Reloads certificates when their files change.
-async fn watch_certs(certs: Arc<CertResolver>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if certs.changed_on_disk() {
-            match certs.reload() {
-                Ok(n) => info!(certificates = n, "certificate files changed; reloaded"),
-                Err(e) => warn!(error = %e, "certificate files changed but could not be loaded; keeping the old ones"),
-            }
-        }
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::config::RelayConfig;
 use crate::outbound::{self, HttpsClient};
 use crate::tunnel::events::{Event, EventView};
 
@@ -36,6 +37,16 @@ pub struct Webhook {
     pub url: Uri,
     /// HMAC key.
     pub secret: String,
+}
+
+impl Webhook {
+    /// The webhook of a relay's settings (`--webhook` and `--webhook-secret`, checked by
+    /// [`RelayConfig::validate`]), if one is set.
+    pub fn from_config(config: &RelayConfig) -> Option<Self> {
+        let url = config.webhook.as_ref()?.parse().ok()?;
+        let secret = config.webhook_secret.as_ref()?.expose().to_string();
+        Some(Self { url, secret })
+    }
 }
 
 impl std::fmt::Debug for Webhook {

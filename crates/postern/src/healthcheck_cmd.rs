@@ -4,13 +4,12 @@ use anyhow::bail;
 use postern_transport::probe;
 
 use crate::cli::HealthcheckArgs;
-use crate::server_cmd::parse_listen;
 
 /// Probes the listener; `Ok` only for a 2xx answer.
 pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
-    // The same grammar as the relay's --admin-addr, so POSTERN_ADMIN_ADDR means the same to both.
-    let Some(addr) = parse_listen("ADDR", &args.addr)? else {
-        bail!("the admin listener is off ({:?}): nothing to probe; pass the address of a listener", args.addr);
+    // The relay's --admin-addr grammar, so POSTERN_ADMIN_ADDR means the same to both.
+    let Some(addr) = args.addr.0 else {
+        bail!("the admin listener is off: nothing to probe; pass the address of a listener");
     };
     let answer = probe::get(addr, &args.path, args.timeout).await?;
     // The body on one line, short: it says why (state, last error, draining).
@@ -20,10 +19,9 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         body.truncate(cut);
         body.push_str("...");
     }
-    if answer.status.is_success() {
-        say!("{} {}: {} {body}", addr, args.path, answer.status);
-        Ok(())
-    } else {
+    if !answer.status.is_success() {
         bail!("{} {} answered {} {body}", addr, args.path, answer.status)
     }
+    say!("{} {}: {} {body}", addr, args.path, answer.status);
+    Ok(())
 }

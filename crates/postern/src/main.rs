@@ -12,13 +12,12 @@ mod certs_cmd;
 mod cli;
 mod client_cmd;
 mod demo;
-mod file_config;
 mod healthcheck_cmd;
 mod server_cmd;
 mod signals;
 mod token_cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 
@@ -29,18 +28,30 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.log.as_deref());
     // The one metrics registry of this process, passed down to whatever serves /metrics.
     let metrics = prometheus::Registry::new();
+    // The relay's settings layer the flags typed under their subcommand over the environment.
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
-        Command::Server(args) => server_cmd::run(*args, &metrics).await,
+        Command::Server(args) => server_cmd::run(*args, sub, &metrics).await,
+        Command::Demo(args) => demo::run(*args, sub, &metrics).await,
+        Command::Http(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
+        Command::Tcp(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
+        Command::Start { config } => {
+            async {
+                let (cfg, client) = postern_client::file::load(&config, &|k| std::env::var(k).ok())?;
+                client_cmd::run(cfg, client.status).await
+            }
+            .await
+        }
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Certs(cmd) => certs_cmd::run(cmd),
-        Command::Http(args) => client_cmd::run_http(args).await,
-        Command::Tcp(args) => client_cmd::run_tcp(args).await,
-        Command::Start(args) => client_cmd::run_start(args).await,
-        Command::Demo(args) => demo::run(args, &metrics).await,
         Command::Healthcheck(args) => healthcheck_cmd::run(args).await,
     };
     match result {

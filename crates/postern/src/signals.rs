@@ -1,4 +1,4 @@
-//! Turns Ctrl-C and SIGTERM into a cancellation token.
+//! Signals: Ctrl-C and SIGTERM as a cancellation token, SIGHUP as a channel.
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,4 +32,22 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGHUPs as a channel (never fires where there are no signals).
+pub fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }

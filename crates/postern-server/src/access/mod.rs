@@ -13,6 +13,7 @@
 //! [`forward_auth`] asks the operator's service; `crate::tunnel::admit` applies them all.
 
 pub mod forward_auth;
+pub mod policy;
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};

@@ -210,7 +210,7 @@ async fn connection(
 async fn authenticate(conn: &mut Framed, peer: SocketAddr, edge: &BoreEdge) -> Result<Identity, BoreFault> {
     let mut candidates: Vec<(String, [u8; 32])> = edge.secrets.tokens();
     if let Some(shared) = &edge.config.token {
-        candidates.push((shared.clone(), bore::key(shared)));
+        candidates.push((shared.expose().to_string(), bore::key(shared.expose())));
     }
     let metrics = edge.registry.metrics();
     if candidates.is_empty() && edge.anonymous {

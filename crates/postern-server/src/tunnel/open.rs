@@ -125,7 +125,7 @@ async fn bind(
     leased: Option<u16>,
     leases: &Leases,
 ) -> Result<TcpListener, OpenRefusal> {
-    let ip = config.tcp_bind;
+    let ip = config.tcp_bind();
     if let Some(port) = requested {
         return TcpListener::bind(SocketAddr::new(ip, port))
             .await

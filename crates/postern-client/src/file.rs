@@ -1,0 +1,118 @@
+//! The client config file (`postern start --config postern-client.toml`): several tunnels of
+//! both kinds from one process. `POSTERN_SERVER`, `POSTERN_TOKEN`, `POSTERN_CA` and
+//! `POSTERN_CLIENT_ID` override the file, so the secret can stay out of it. Unknown keys are
+//! errors.
+//!
+//! ```toml
+//! server = "tunnel.example.com:7000"
+//! client_id = "ws-123"
+//! host_header = "preserve"             # or "rewrite", or a fixed value
+//!
+//! [[tunnel]]
+//! kind = "http"
+//! port = 3000
+//! basic_auth = ["alice:secret"]
+//!
+//! [[tunnel]]
+//! kind = "tcp"
+//! port = 5432
+//! allow_ips = ["10.0.0.0/8"]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use postern_proto::{TunnelKind, TunnelSpec};
+use serde::Deserialize;
+
+use crate::cli::{access_rules, machine_id, AccessOptions, ClientArgs, HttpOptions, SetupError};
+use crate::config::AgentConfig;
+
+/// A client config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    server: Option<String>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    client_id: Option<String>,
+    local_host: Option<String>,
+    host_header: Option<String>,
+    #[serde(default)]
+    h2c: bool,
+    status: Option<SocketAddr>,
+    connections: Option<u8>,
+    #[serde(rename = "tunnel", default)]
+    tunnels: Vec<FileTunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTunnel {
+    kind: TunnelKind,
+    port: u16,
+    id: Option<String>,
+    remote_port: Option<u16>,
+    /// Custom domain (http tunnels).
+    domain: Option<String>,
+    #[serde(default)]
+    basic_auth: Vec<String>,
+    auth_header: Option<String>,
+    bearer: Option<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+}
+
+/// Reads `path` into an agent config, and the client settings it gave (the `status` address,
+/// `insecure`); `env` reads the overriding variables.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentConfig, ClientArgs), SetupError> {
+    let fail = |reason: String| SetupError::File { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let file: ClientFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    if file.tunnels.is_empty() {
+        return Err(fail("lists no [[tunnel]]".into()));
+    }
+    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+    let client = ClientArgs {
+        server: env("POSTERN_SERVER").or(file.server).unwrap_or_else(|| "localhost:7000".into()),
+        token: env("POSTERN_TOKEN").or(file.token).unwrap_or_default(),
+        ca: env("POSTERN_CA").map(PathBuf::from).or(file.ca),
+        insecure: file.insecure,
+        client_id: env("POSTERN_CLIENT_ID").or(file.client_id),
+        local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
+        max_backoff: Duration::from_secs(30),
+        status: file.status,
+        connections: file.connections.unwrap_or(1).clamp(1, 4),
+    };
+    let default_id = client.default_id().unwrap_or_else(machine_id);
+    let mut tunnels = Vec::new();
+    for t in file.tunnels {
+        if t.port == 0 {
+            return Err(fail("a [[tunnel]] has port 0; give the port the local service listens on".into()));
+        }
+        let access = access_rules(&AccessOptions {
+            basic_auth: t.basic_auth,
+            auth_header: t.auth_header,
+            bearer: t.bearer,
+            allow_ip: t.allow_ips,
+        })?;
+        tunnels.push(TunnelSpec {
+            kind: t.kind,
+            local_port: t.port,
+            remote_port: t.remote_port,
+            id: match t.kind {
+                TunnelKind::Http => Some(t.id.unwrap_or_else(|| default_id.clone())),
+                TunnelKind::Tcp => None,
+            },
+            access,
+            domain: t.domain,
+        });
+    }
+    let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };
+    let mut cfg = client.agent_config(tunnels, &http)?;
+    cfg.client_id.get_or_insert(default_id);
+    Ok((cfg, client))
+}

@@ -1,0 +1,97 @@
+//! Checking the settings against each other, before any port is bound.
+
+use super::{ConfigError, RelayConfig, Secret};
+
+impl RelayConfig {
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let empty = |t: &Option<Secret>| t.as_ref().is_some_and(|t| t.expose().is_empty());
+        if empty(&self.token) || empty(&self.admin_token) {
+            return Err(ConfigError::Invalid("tokens must not be empty".into()));
+        }
+        if let Some(url) = &self.webhook {
+            if self.webhook_secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
+                return Err(ConfigError::Invalid(
+                    "a webhook needs a secret to sign its deliveries: give --webhook-secret".into(),
+                ));
+            }
+            if url.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none()) {
+                return Err(ConfigError::Invalid(format!("--webhook {url:?} is not a URL")));
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid("tls_cert and tls_key must be given together".into()));
+        }
+        for (name, d) in [
+            ("handshake timeout", self.handshake_timeout),
+            ("heartbeat interval", self.heartbeat_interval),
+            ("heartbeat timeout", self.heartbeat_timeout),
+            ("HTTP header timeout", self.http_header_timeout),
+            ("HTTP idle timeout", self.http_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!("the {name} must be above zero")));
+            }
+        }
+        let most = postern_transport::mux::MAX_PUBLIC_HEADER_BYTES;
+        if !(8192..=most).contains(&self.http_max_header_bytes) {
+            return Err(ConfigError::Invalid(format!("the HTTP header limit must be between 8192 and {most} bytes")));
+        }
+        if self.http_max_streams == 0 {
+            return Err(ConfigError::Invalid("HTTP/2 streams per connection must be above zero".into()));
+        }
+        if !postern_proto::hostname::normalize(&self.domain).is_ok_and(|d| d == self.domain.to_ascii_lowercase()) {
+            return Err(ConfigError::Invalid(format!("domain {:?} is not a valid host name", self.domain)));
+        }
+        if self.max_connections_per_ip == 0 || self.max_streams_per_agent == 0 || self.max_auth_failures == 0 {
+            return Err(ConfigError::Invalid("per-address and per-agent limits must be above zero".into()));
+        }
+        let most = postern_transport::mux::MAX_CONCURRENT_STREAMS as usize;
+        if self.max_streams_per_agent > most {
+            return Err(ConfigError::Invalid(format!(
+                "streams per agent connection can be at most {most}, the most an agent accepts at once"
+            )));
+        }
+        if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
+            return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));
+        }
+        if let Some(acme) = self.acme() {
+            if self.state_dir.is_none() {
+                return Err(ConfigError::Invalid(
+                    "ACME needs a state directory for its account and certificates".into(),
+                ));
+            }
+            if acme.wildcard && acme.dns_hook.is_none() {
+                return Err(ConfigError::Invalid(
+                    "an ACME wildcard certificate needs DNS-01: give --acme-dns-hook".into(),
+                ));
+            }
+            if acme.wildcard && self.domain == "localhost" {
+                return Err(ConfigError::Invalid("no CA issues certificates for localhost; set --domain".into()));
+            }
+            if !acme.directory.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "the ACME directory must be an https URL, not {:?}",
+                    acme.directory
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_agents_only_on_a_loopback_development_relay() {
+        let cfg = RelayConfig::default();
+        assert!(cfg.anonymous_allowed("127.0.0.1:7000".parse().expect("addr")));
+        assert!(!cfg.anonymous_allowed("0.0.0.0:7000".parse().expect("addr")));
+        let with_token = RelayConfig { token: Some("t".into()), ..RelayConfig::default() };
+        assert!(!with_token.anonymous_allowed("127.0.0.1:7000".parse().expect("addr")));
+        let allowed = RelayConfig { allow_anonymous: true, ..RelayConfig::default() };
+        assert!(allowed.anonymous_allowed("0.0.0.0:7000".parse().expect("addr")));
+    }
+}
