@@ -9,11 +9,10 @@ use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use postern_proto::frame::encode;
 use postern_proto::{hostname, Decoder, Hello, Message, TunnelKind, TunnelSpec};
-use postern_server::agent::AgentHandle;
-use postern_server::leases::Leases;
 use postern_server::tunnel::registry::Registry;
 use postern_server::tunnel::{Tunnel, TunnelInfo};
 use postern_server::RelayMetrics;
+use postern_server::{AgentHandle, Leases};
 use tokio_util::sync::CancellationToken;
 
 fn hello() -> Message {

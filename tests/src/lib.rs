@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use postern_client::{AgentConfig, AgentError, AgentPhase, AgentState};
 use postern_proto::token::{Claims, TokenKey};
 use postern_proto::{TunnelGrant, TunnelKind, TunnelSpec};
-use postern_server::{CertResolver, CertSource, PortRange, Registry, Relay, RelayConfig, RelayListeners};
+use postern_server::{CertResolver, PortRange, Registry, Relay, RelayConfig, RelayListeners};
 use postern_transport::tls::Trust;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -146,13 +146,12 @@ impl TestRelay {
             token_key: Some(key.clone()),
             state_dir: Some(state.path().into()),
             // No DNS from tests: custom domains are granted by --allow-domain.
-            txt_proof: postern_server::domains::TxtLookup::Off,
+            txt_proof: postern_server::TxtLookup::Off,
             ..RelayConfig::default()
         };
         edit(&mut config);
-        let acme_dir = config.acme().map(|_| postern_server::acme::store::live(state.path()));
-        let certs =
-            CertResolver::load(CertSource { state_dir: state.path().into(), files: None, extra_dir, acme_dir })?;
+        config.tls_dir = extra_dir;
+        let certs = CertResolver::load(config.cert_source().context("state directory")?)?;
         let bind = || TcpListener::bind("127.0.0.1:0");
         let listeners = RelayListeners {
             control: bind().await?,

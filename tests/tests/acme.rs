@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use postern_e2e::http::{admin, empty};
 use postern_e2e::pebble::{self, Pebble, PebblePorts};
 use postern_e2e::{http_tunnel, origin, TestAgent, TestRelay};
-use postern_server::domains::TxtLookup;
+use postern_server::TxtLookup;
 use postern_transport::tls::server_name;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

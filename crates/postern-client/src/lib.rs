@@ -2,33 +2,37 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`AgentConfig`]: where the relay is, how to trust it, which tunnels to open.
-//! - [`connect`]: one attempt: TCP, TLS with ALPN `postern/1`, `Hello`, then `Welcome` or
-//!   `Refused`.
-//! - [`session`]: a live session: the agent is the h2 *server*; it answers the relay's streams,
+//! - `config`: [`AgentConfig`]: where the relay is, how to trust it, which tunnels to open.
+//! - `connect`: one attempt: TCP, TLS with ALPN `postern/1`, `Hello`, then `Welcome` or
+//!   `Refused` ([`ConnectError`]).
+//! - `session`: a live session: the agent is the h2 *server*; it answers the relay's streams,
 //!   keeps the heartbeat, and unregisters on shutdown.
-//! - [`forward`]: a TCP stream: connect to the local service and splice.
-//! - [`http_forward`]: an HTTP request: pooled client to the local service, streamed bodies,
-//!   trailers, WebSocket upgrades.
-//! - [`stats`]: traffic counters; [`status`]: the local JSON status endpoint (`--status`).
-//! - [`backoff`]: exponential backoff with jitter between attempts.
-//! - [`agent`]: [`run`], the reconnect loop, and [`AgentState`], its observable state.
+//! - `forward`: a TCP stream: connect to the local service and splice.
+//! - `http_forward`: an HTTP request: pooled client to the local service, streamed bodies,
+//!   trailers, WebSocket upgrades ([`HostHeader`]).
+//! - `stats`: traffic counters ([`AgentStats`]); [`status`]: the local JSON status endpoint
+//!   (`--status`).
+//! - `backoff`: exponential backoff with jitter between attempts.
+//! - `agent`: [`run`], the reconnect loop, and [`AgentState`], its observable state.
 //! - [`cli`]: the command-line settings (`postern http`, `postern tcp`), access rules and the
 //!   default tunnel id; [`file`]: the client config file (`postern start`).
 //! - [`demo`]: the small web service `postern demo` exposes.
 
-pub mod agent;
-pub mod backoff;
+mod agent;
+mod backoff;
 pub mod cli;
-pub mod config;
-pub mod connect;
+mod config;
+mod connect;
 pub mod demo;
 pub mod file;
-pub mod forward;
-pub mod http_forward;
-pub mod session;
-pub mod stats;
+mod forward;
+mod http_forward;
+mod session;
+mod stats;
 pub mod status;
 
 pub use agent::{run, AgentError, AgentPhase, AgentState};
 pub use config::AgentConfig;
+pub use connect::ConnectError;
+pub use http_forward::HostHeader;
+pub use stats::AgentStats;

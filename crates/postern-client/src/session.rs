@@ -145,20 +145,8 @@ fn dispatch(
             let routes = routes.clone();
             let stats = cfg.stats.clone();
             let span = info_span!("request", %tunnel, %peer, method = %req.method(), path = %req.uri().path());
-            tokio::spawn(
-                async move {
-                    let _open = stats.open();
-                    match http_forward::http(req, respond, &target, &routes.clients, &stats).await {
-                        Ok(n) => debug!(bytes = n, "request done"),
-                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => {
-                            stats.refused();
-                            warn!(error = %e, "request refused")
-                        }
-                        Err(e) => debug!(error = %e, "request failed"),
-                    }
-                }
-                .instrument(span),
-            );
+            let work = async move { http_forward::http(req, respond, &target, &routes.clients, &stats).await };
+            spawn_forward(span, cfg.stats.clone(), "request", work);
             None
         }
         Some(StreamKind::Tcp) => {
@@ -170,20 +158,8 @@ fn dispatch(
             let timeout = cfg.local_connect_timeout;
             let span = info_span!("stream", %tunnel, %peer);
             let stats = cfg.stats.clone();
-            tokio::spawn(
-                async move {
-                    let _open = stats.open();
-                    match forward::tcp(&host, port, timeout, req.into_body(), respond, &stats).await {
-                        Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "stream closed"),
-                        Err(e @ forward::ForwardError::LocalUnreachable { .. }) => {
-                            stats.refused();
-                            warn!(error = %e, "stream refused")
-                        }
-                        Err(e) => debug!(error = %e, "stream failed"),
-                    }
-                }
-                .instrument(span),
-            );
+            let work = async move { forward::tcp(&host, port, timeout, req.into_body(), respond, &stats).await };
+            spawn_forward(span, cfg.stats.clone(), "stream", work);
             None
         }
         _ => {
@@ -191,6 +167,30 @@ fn dispatch(
             None
         }
     }
+}
+
+/// Runs one forwarded stream (`what`: a request or a TCP stream) in its own task and span,
+/// counted open while it runs, and logs its outcome once.
+fn spawn_forward<T: std::fmt::Debug + Send + 'static>(
+    span: tracing::Span,
+    stats: Arc<crate::stats::AgentStats>,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, forward::ForwardError>> + Send + 'static,
+) {
+    tokio::spawn(
+        async move {
+            let _open = stats.open();
+            match work.await {
+                Ok(moved) => debug!(?moved, "{what} done"),
+                Err(e @ forward::ForwardError::LocalUnreachable { .. }) => {
+                    stats.refused();
+                    warn!(error = %e, "{what} refused")
+                }
+                Err(e) => debug!(error = %e, "{what} failed"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 fn answer(respond: &mut SendResponse<Bytes>, status: StatusCode) {

@@ -163,7 +163,8 @@ impl DomainPolicy {
             .as_ref()
     }
 
-    /// No custom domains at all (tests, embedded relays).
+    /// No custom domains at all.
+    #[cfg(test)]
     pub fn none(base: &str) -> Self {
         Self::new(base, Vec::new(), TxtLookup::Off)
     }

@@ -150,13 +150,8 @@ fn minted_tokens_open_tunnels_and_forged_ones_do_not() {
     assert!(line.starts_with(&format!("https://ws-7-{}.localhost:", origin.port())), "{line}");
 
     // An id outside the token's patterns is refused for good.
-    let out = Command::new(BIN)
-        .args(["http", "9", "--id", "other", "--server", &format!("localhost:{port}"), "--token", &token, "--ca"])
-        .arg(&ca)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not allow the tunnel id"));
+    let err = client_fails(&["http", "9", "--id", "other"], port, &token, &ca);
+    assert!(err.contains("does not allow the tunnel id"), "{err}");
 
     // A token signed by another relay's key.
     let other = tempfile::tempdir().expect("tempdir");
@@ -166,13 +161,8 @@ fn minted_tokens_open_tunnels_and_forged_ones_do_not() {
         .output()
         .expect("mint");
     let forged = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let out = Command::new(BIN)
-        .args(["tcp", "9", "--server", &format!("localhost:{port}"), "--token", &forged, "--ca"])
-        .arg(&ca)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("signature is not valid"));
+    let err = client_fails(&["tcp", "9"], port, &forged, &ca);
+    assert!(err.contains("signature is not valid"), "{err}");
 }
 
 #[test]
@@ -181,13 +171,7 @@ fn config_file_sets_the_token_and_rejects_unknown_keys() {
     let cfg = state.path().join("postern.toml");
     std::fs::write(&cfg, "token = \"from-file\"\ntcp_ports = \"0\"\n").expect("write");
     let (_relay, port) = start_relay(state.path(), &["--config", cfg.to_str().expect("utf-8")]);
-    let ca = state.path().join("ca.pem");
-    let out = Command::new(BIN)
-        .args(["tcp", "9", "--server", &format!("localhost:{port}"), "--token", "nope", "--ca"])
-        .arg(&ca)
-        .output()
-        .expect("run client");
-    assert_eq!(out.status.code(), Some(1));
+    client_fails(&["tcp", "9"], port, "nope", &state.path().join("ca.pem"));
 
     std::fs::write(&cfg, "tokn = \"typo\"\n").expect("write");
     let out = Command::new(BIN)

@@ -1,5 +1,5 @@
-//! An operator policy as the config file writes it (`[[policy]]`), checked into a
-//! [`Policy`](super::Policy).
+//! An operator policy as the config file writes it (`[[policy]]`), turned into a [`Policy`]
+//! once its addresses, URL and header names are checked.
 //!
 //! ```toml
 //! [[policy]]

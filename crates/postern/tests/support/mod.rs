@@ -142,3 +142,16 @@ pub fn curl(url: &str, extra: &[&str]) -> String {
     let out = Command::new("curl").args(["--silent", "--max-time", "10"]).args(extra).arg(url).output().expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs a client (`args`, then the relay on `control_port`, `token` and `ca`) that must stop
+/// with exit code 1; returns what it said on stderr.
+pub fn client_fails(args: &[&str], control_port: u16, token: &str, ca: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--server", &format!("localhost:{control_port}"), "--token", token, "--ca"])
+        .arg(ca)
+        .output()
+        .expect("run the client");
+    assert_eq!(out.status.code(), Some(1), "the client did not fail: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
