@@ -1,11 +1,11 @@
-//! Fuzzes the admin API's token-mint JSON body (`postern_proto::mint::MintRequest`) through
+//! Fuzzes the admin API's token-mint JSON body (`postern_proto::claims::MintRequest`) through
 //! its one validation: never a panic; whatever validates has a clean subject, ids and ports in
 //! their grammar, an expiry after its issue time, and signs into a token that verifies to the
 //! same claims.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern_proto::mint::{parse_ports, MintRequest};
+use postern_proto::claims::{parse_ports, MintRequest};
 use postern_proto::token::TokenKey;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,10 +4,10 @@
 //!
 //! - [`access`]: per-tunnel public access rules (hashed basic auth, header key, IP allowlist).
 //! - [`bore`]: bore's wire format (NUL-framed JSON) and its HMAC challenge.
+//! - [`claims`]: what a token says, and the one request and validation that mint it.
 //! - [`frame`]: the 6-byte frame header and the incremental [`frame::Decoder`] that turns a byte
 //!   buffer into [`Message`]s. Every length is capped before anything is allocated.
 //! - [`hostname`]: the public host name grammar `<id>-<port>.<domain>`.
-//! - [`mint`]: what a token may be minted with: one request type and one validation.
 //! - [`route`]: which tunnel a public HTTP request is for, from its target and `Host` fields.
 //! - [`message`]: the messages themselves: the handshake (`Hello`, then `Welcome` or `Refused`)
 //!   and the control messages that travel on the control stream once the mux is up.
@@ -19,10 +19,10 @@
 
 pub mod access;
 pub mod bore;
+pub mod claims;
 pub mod frame;
 pub mod hostname;
 pub mod message;
-pub mod mint;
 pub mod route;
 pub mod stream;
 pub mod token;

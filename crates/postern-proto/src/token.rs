@@ -14,85 +14,14 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+pub use crate::claims::{Claims, Limits};
 
 /// Prefix and format version of every token.
 pub const PREFIX: &str = "pst1.";
 /// Longest token accepted, checked before any decoding.
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// What a token allows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Token id, for revocation and logs.
-    pub jti: String,
-    /// Subject: who holds it (a tenant, a workspace). Tunnels are owned by it.
-    pub sub: String,
-    /// Patterns the tunnel ids must match (`*` matches any run of characters). Empty: only ids
-    /// equal to `sub`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<String>,
-    /// Public TCP ports the holder may ask for by number (`20000`, `20000-20099`). Empty: none
-    /// by number; the relay still assigns ports from its range.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
-    /// Issued at, Unix seconds.
-    pub iat: u64,
-    /// Expires at, Unix seconds; `None` never expires (revocation still applies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<u64>,
-    /// May use the whole admin API.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub admin: bool,
-    /// Several clients holding tokens of this subject may serve the same tunnel names at once,
-    /// load-balanced with failover.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub share: bool,
-    /// Quotas; absent fields are unlimited (within the relay's own caps).
-    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
-    pub limits: Limits,
-}
-
-/// Per-token quotas, shared by every session and tunnel opened with the token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Tunnels open at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tunnels: Option<u32>,
-    /// Streams (TCP connections, HTTP requests) open at once across all its tunnels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_streams: Option<u32>,
-    /// Bytes per second, each direction, across all its tunnels (a token bucket with one
-    /// second of burst).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bandwidth: Option<u64>,
-    /// HTTP requests per second across all its tunnels (burst: one second's worth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_sec: Option<u32>,
-}
-
-impl Limits {
-    /// True when nothing is limited.
-    pub fn is_unlimited(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl Claims {
-    /// True when tunnel id `id` is allowed.
-    pub fn allows_id(&self, id: &str) -> bool {
-        if self.ids.is_empty() {
-            return id == self.sub;
-        }
-        self.ids.iter().any(|p| glob(p, id))
-    }
-
-    /// True when public port `port` may be requested by number.
-    pub fn allows_port(&self, port: u16) -> bool {
-        self.ports.iter().any(|r| crate::mint::parse_ports(r).is_ok_and(|(lo, hi)| (lo..=hi).contains(&port)))
-    }
-}
 
 /// Why a token was not accepted. Safe to show to the token's holder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,91 +2,45 @@
 //! `POST|DELETE /api/v1/tokens`, so the command line and the API accept and refuse the same
 //! things with the same messages.
 //!
-//! The request and its validation are in `postern_proto::mint`; here the token gets its id,
+//! The request and its validation are in `postern_proto::claims`; here the token gets its id,
 //! is signed with the relay's key, and a bore token is recorded for the bore endpoint.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use postern_proto::mint::{MintError, MintRequest, TokenKind};
-use postern_proto::token::{self, Claims, Limits, TokenKey};
+use postern_proto::claims::{MintError, MintRequest, TokenKind};
+use postern_proto::token::{self, Claims, TokenKey};
 
 use crate::revocation::{RevocationError, Revocations};
 
-/// `postern token mint`: the flags of a [`MintRequest`].
+/// `postern token mint`: the mint request's flags, its lifetime and where the key is.
 #[derive(Debug, Args)]
 pub struct MintArgs {
-    /// Who the token is for; owns the tunnels it opens and is its default tunnel id
-    #[arg(long)]
-    pub subject: String,
-    /// Tunnel id patterns it may register (`*` matches anything), repeatable [default: exactly
-    /// the subject]
-    #[arg(long = "ids", value_delimiter = ',')]
-    pub ids: Vec<String>,
-    /// Public TCP ports it may ask for by number (`20000`, `20000-20099`), repeatable [default:
-    /// none; the relay still assigns ports from its range]
-    #[arg(long = "ports", value_delimiter = ',')]
-    pub ports: Vec<String>,
+    #[command(flatten)]
+    pub request: MintRequest,
     /// Lifetime, e.g. 30d, 12h (above zero); `never` for a token that does not expire
     #[arg(long, default_value = "30d")]
     pub ttl: String,
-    /// Grant full access to the admin API
-    #[arg(long)]
-    pub admin: bool,
-    /// Let several clients with this subject serve the same names at once (load balanced)
-    #[arg(long)]
-    pub share: bool,
-    /// Quota: tunnels open at once
-    #[arg(long)]
-    pub max_tunnels: Option<u32>,
-    /// Quota: streams (TCP connections, HTTP requests) open at once
-    #[arg(long)]
-    pub max_streams: Option<u32>,
-    /// Quota: bytes per second in each direction, across all its tunnels
-    #[arg(long)]
-    pub bandwidth: Option<u64>,
-    /// Quota: HTTP requests per second across all its tunnels
-    #[arg(long = "rps")]
-    pub requests_per_sec: Option<u32>,
-    /// `postern` (for the postern client) or `bore`: also usable as `bore local --secret <token>`
-    /// against the relay's --bore-addr (recorded in the state directory so the relay can check
-    /// bore's challenge)
-    #[arg(long, default_value = "postern", value_parser = ["postern", "bore"])]
-    pub kind: String,
     /// The relay's state directory (holds token.key, created if missing)
     #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
     pub state_dir: PathBuf,
 }
 
 impl MintArgs {
-    /// The request the flags describe.
+    /// The request the flags describe, its lifetime from `--ttl`.
     pub fn request(&self) -> Result<MintRequest, MintError> {
-        let (ttl_secs, never_expires) = match self.ttl.trim() {
-            "never" => (None, true),
+        let mut request = self.request.clone();
+        match self.ttl.trim() {
+            "never" => request.never_expires = true,
             ttl => {
                 let d = humantime::parse_duration(ttl).map_err(|e| MintError::Invalid {
                     field: "ttl",
                     reason: format!("{ttl:?} is not a duration like 30d or 12h: {e}"),
                 })?;
-                (Some(d.as_secs()), false)
+                request.ttl_secs = Some(d.as_secs());
             }
-        };
-        Ok(MintRequest {
-            subject: self.subject.clone(),
-            ids: self.ids.clone(),
-            ports: self.ports.clone(),
-            ttl_secs,
-            never_expires,
-            admin: self.admin,
-            limits: Limits {
-                max_tunnels: self.max_tunnels,
-                max_streams: self.max_streams,
-                bandwidth: self.bandwidth,
-                requests_per_sec: self.requests_per_sec,
-            },
-            share: self.share,
-            kind: if self.kind == "bore" { TokenKind::Bore } else { TokenKind::Postern },
-        })
+        }
+        Ok(request)
     }
 
     /// Mints the token with the key in the state directory (created if missing).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use postern_proto::mint::MintRequest;
+use postern_proto::claims::MintRequest;
 
 use super::{fail, json, read_body, Admin, AdminBody};
 use crate::auth::Identity;

@@ -43,7 +43,7 @@ impl FromStr for PortRange {
         if s.trim() == "0" {
             return Ok(Self::Ephemeral);
         }
-        let (lo, hi) = postern_proto::mint::parse_ports(s).map_err(|_| ConfigError::PortRange(s.to_string()))?;
+        let (lo, hi) = postern_proto::claims::parse_ports(s).map_err(|_| ConfigError::PortRange(s.to_string()))?;
         Ok(Self::Range(lo, hi))
     }
 }

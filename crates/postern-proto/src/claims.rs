@@ -1,5 +1,7 @@
-//! What a token may be minted with: one request type and one validation, for
-//! `postern token mint` and for `POST /api/v1/tokens` alike.
+//! What a token says ([`Claims`], [`Limits`]) and what it may be minted with: one request type
+//! ([`MintRequest`], which is also the admin API's JSON body and, with the `cli` feature, the
+//! flags of `postern token mint`) and one validation. A new claim is declared, asked for and
+//! checked here.
 //!
 //! ```json
 //! {"subject": "ws-123", "ids": ["ws-123*"], "ports": ["20000-20099"], "ttl_secs": 86400,
@@ -14,9 +16,9 @@
 //! - `ports`: at most 64 entries, each a port or `LOW-HIGH` within 1-65535 ([`parse_ports`]).
 //! - limits, when given, above zero.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::token::{Claims, Limits};
+use crate::token::glob;
 
 /// Lifetime of a token when none is asked for: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -25,8 +27,86 @@ pub const MAX_SUBJECT: usize = 128;
 /// Most id patterns or port entries in one token.
 pub const MAX_ENTRIES: usize = 64;
 
+/// What a token allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Token id, for revocation and logs.
+    pub jti: String,
+    /// Subject: who holds it (a tenant, a workspace). Tunnels are owned by it.
+    pub sub: String,
+    /// Patterns the tunnel ids must match (`*` matches any run of characters). Empty: only ids
+    /// equal to `sub`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Public TCP ports the holder may ask for by number (`20000`, `20000-20099`). Empty: none
+    /// by number; the relay still assigns ports from its range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds; `None` never expires (revocation still applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// May use the whole admin API.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+    /// Several clients holding tokens of this subject may serve the same tunnel names at once,
+    /// load-balanced with failover.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share: bool,
+    /// Quotas; absent fields are unlimited (within the relay's own caps).
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
+}
+
+/// Per-token quotas, shared by every session and tunnel opened with the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct Limits {
+    /// Quota: tunnels open at once
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub max_tunnels: Option<u32>,
+    /// Quota: streams (TCP connections, HTTP requests) open at once across all its tunnels
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub max_streams: Option<u32>,
+    /// Quota: bytes per second, each direction, across all its tunnels (a token bucket with one
+    /// second of burst)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub bandwidth: Option<u64>,
+    /// Quota: HTTP requests per second across all its tunnels (burst: one second's worth)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long = "rps"))]
+    pub requests_per_sec: Option<u32>,
+}
+
+impl Limits {
+    /// True when nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Claims {
+    /// True when tunnel id `id` is allowed.
+    pub fn allows_id(&self, id: &str) -> bool {
+        if self.ids.is_empty() {
+            return id == self.sub;
+        }
+        self.ids.iter().any(|p| glob(p, id))
+    }
+
+    /// True when public port `port` may be requested by number.
+    pub fn allows_port(&self, port: u16) -> bool {
+        self.ports.iter().any(|r| parse_ports(r).is_ok_and(|(lo, hi)| (lo..=hi).contains(&port)))
+    }
+}
+
 /// What a minted token is for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// The postern client.
@@ -46,35 +126,50 @@ impl TokenKind {
     }
 }
 
-/// A request for a token.
+/// A request for a token: the admin API's JSON body, and (feature `cli`) the flags of
+/// `postern token mint`, whose lifetime comes from its own `--ttl`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct MintRequest {
-    /// Who the token is for.
+    /// Who the token is for; owns the tunnels it opens and is its default tunnel id
+    #[cfg_attr(feature = "cli", arg(long))]
     pub subject: String,
-    /// Tunnel id patterns; empty: only the subject.
+    /// Tunnel id patterns it may register (`*` matches anything), repeatable [default: exactly
+    /// the subject]
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long = "ids", value_delimiter = ','))]
     pub ids: Vec<String>,
-    /// Public ports it may ask for by number.
+    /// Public TCP ports it may ask for by number (`20000`, `20000-20099`), repeatable [default:
+    /// none; the relay still assigns ports from its range]
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long = "ports", value_delimiter = ','))]
     pub ports: Vec<String>,
     /// Lifetime in seconds; absent: [`DEFAULT_TTL_SECS`].
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub ttl_secs: Option<u64>,
     /// A token that never expires (revocation still applies).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub never_expires: bool,
-    /// May use the whole admin API.
+    /// Grant full access to the admin API
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub admin: bool,
     /// Quotas.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub limits: Limits,
-    /// Several clients of the subject may serve the same names.
+    /// Let several clients with this subject serve the same names at once (load balanced)
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub share: bool,
-    /// What the token is for.
+    /// `postern` (for the postern client) or `bore`: also usable as `bore local --secret <token>`
+    /// against the relay's --bore-addr (recorded in the state directory so the relay can check
+    /// bore's challenge)
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "postern"))]
     pub kind: TokenKind,
 }
 
