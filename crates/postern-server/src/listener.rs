@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use postern_transport::accept;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,21 +44,39 @@ pub fn admit_agent(
     Some((permit, per_ip))
 }
 
-/// Accepts agents until `shutdown` fires. Returns the tracker of session tasks.
-pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> TaskTracker {
+/// Accepts agent connections on `listener` (`what`: `control` or `bore`) until `shutdown`
+/// fires, at most `max_agents` at once, each admitted by [`admit_agent`] and handled by
+/// `handle` in its own task. Returns the tracker of those tasks.
+pub async fn serve_agents<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    max_agents: usize,
+    (ip_limits, metrics): (&Arc<IpLimits>, &RelayMetrics),
+    shutdown: CancellationToken,
+    handle: F,
+) -> TaskTracker
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let tasks = TaskTracker::new();
-    let cap = Arc::new(Semaphore::new(shared.config.max_agents));
+    let cap = Arc::new(Semaphore::new(max_agents));
     loop {
-        let Some((stream, peer)) = accept::next(&listener, "control", &shutdown).await else { break };
-        let Some((permit, per_ip)) = admit_agent(shared.gate.ip_limits(), shared.registry.metrics(), &cap, peer) else {
-            continue;
-        };
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let Some((stream, peer)) = accept::next(&listener, what, &shutdown).await else { break };
+        let Some(permits) = admit_agent(ip_limits, metrics, &cap, peer) else { continue };
+        let work = handle(stream, peer);
         tasks.spawn(async move {
-            session::run(stream, peer, shared, shutdown).await;
-            drop((permit, per_ip));
+            work.await;
+            drop(permits);
         });
     }
     tasks.close();
     tasks
+}
+
+/// Accepts agents until `shutdown` fires. Returns the tracker of session tasks.
+pub async fn serve_control(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> TaskTracker {
+    let limits = (shared.gate.ip_limits(), &**shared.registry.metrics());
+    let run = |stream, peer| session::run(stream, peer, shared.clone(), shutdown.clone());
+    serve_agents(listener, "control", shared.config.max_agents, limits, shutdown.clone(), run).await
 }

@@ -239,16 +239,7 @@ fn http_client_prints_its_urls() {
     drop(relay.line_with("public HTTPS"));
     let origin = echo_origin();
     let ca = state.path().join("ca.pem");
-    let client = Proc::spawn(&[
-        "http",
-        &origin.port().to_string(),
-        "--id",
-        "cli-test",
-        "--server",
-        &format!("localhost:{port}"),
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
+    let client = start_http_client(origin.port(), "cli-test", port, &ca);
     let line = client.line_with("https://");
     assert!(line.starts_with(&format!("https://cli-test-{}.localhost:", origin.port())), "{line}");
     assert!(line.contains("also https://cli-test.localhost:"), "{line}");
@@ -362,16 +353,7 @@ fn changing_the_config_file_reloads_policies_without_dropping_tunnels() {
     let (_relay, port) = start_relay(state.path(), &["--config", cfg.to_str().expect("utf-8")]);
     let origin = echo_origin();
     let ca = state.path().join("ca.pem");
-    let client = Proc::spawn(&[
-        "http",
-        &origin.port().to_string(),
-        "--id",
-        "pol",
-        "--server",
-        &format!("localhost:{port}"),
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
+    let client = start_http_client(origin.port(), "pol", port, &ca);
     let url = client.line_with("https://").split_whitespace().next().expect("url").to_string();
     let status = |url: &str| {
         let out = Command::new("curl")

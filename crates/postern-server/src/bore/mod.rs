@@ -25,12 +25,10 @@ use std::time::{Duration, Instant, SystemTime};
 use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
 use postern_proto::TunnelKind;
-use postern_transport::accept;
 use postern_transport::pipe::pipe;
 use postern_transport::splice::pause;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -38,7 +36,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
-use crate::listener::admit_agent;
+use crate::listener::serve_agents;
 use crate::quota::Quotas;
 use crate::tunnel::admit::{Admitted, Gate, Via};
 use crate::tunnel::open::{self, OpenRefusal, TcpOpen};
@@ -129,28 +127,19 @@ enum BoreFault {
 
 /// Accepts bore connections until `shutdown`. Returns the tracker of connection tasks.
 pub async fn serve(listener: TcpListener, edge: Arc<BoreEdge>, shutdown: CancellationToken) -> TaskTracker {
-    let tasks = TaskTracker::new();
-    let cap = Arc::new(Semaphore::new(edge.config.max_agents));
-    loop {
-        let Some((stream, peer)) = accept::next(&listener, "bore", &shutdown).await else { break };
-        let Some((permit, per_ip)) = admit_agent(edge.gate.ip_limits(), edge.registry.metrics(), &cap, peer) else {
-            continue;
-        };
+    let limits = (edge.gate.ip_limits(), &**edge.registry.metrics());
+    let run = |stream, peer: SocketAddr| {
         let (edge, shutdown) = (edge.clone(), shutdown.clone());
-        tasks.spawn(
-            async move {
-                let started = Instant::now();
-                match connection(stream, peer, &edge, shutdown).await {
-                    Ok(what) => info!(took_ms = started.elapsed().as_millis() as u64, "bore connection ended: {what}"),
-                    Err(e) => info!(error = %e, "bore connection failed"),
-                }
-                drop((permit, per_ip));
+        async move {
+            let started = Instant::now();
+            match connection(stream, peer, &edge, shutdown).await {
+                Ok(what) => info!(took_ms = started.elapsed().as_millis() as u64, "bore connection ended: {what}"),
+                Err(e) => info!(error = %e, "bore connection failed"),
             }
-            .instrument(info_span!("bore", %peer)),
-        );
-    }
-    tasks.close();
-    tasks
+        }
+        .instrument(info_span!("bore", %peer))
+    };
+    serve_agents(listener, "bore", edge.config.max_agents, limits, shutdown.clone(), run).await
 }
 
 /// A bore connection's socket and the frames read from it.

@@ -155,3 +155,9 @@ pub fn client_fails(args: &[&str], control_port: u16, token: &str, ca: &Path) ->
     assert_eq!(out.status.code(), Some(1), "the client did not fail: {out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `postern http LOCAL_PORT --id ID` through the relay on `control_port`, trusting `ca`.
+pub fn start_http_client(local_port: u16, id: &str, control_port: u16, ca: &Path) -> Proc {
+    let (local, server) = (local_port.to_string(), format!("localhost:{control_port}"));
+    Proc::spawn(&["http", &local, "--id", id, "--server", &server, "--ca", ca.to_str().expect("utf-8")])
+}
