@@ -1,6 +1,7 @@
-//! Fault injection: a TCP proxy between a client and the relay that can black-hole traffic (stop
-//! forwarding but keep the sockets open, as a dead network or a paused process does) or cut
-//! single connections.
+//! Fault injection: a TCP proxy between a client and the relay (or between two relays, or a
+//! relay and Redis) that can black-hole traffic (stop forwarding but keep the sockets open, as a
+//! dead network or a paused process does), cut single connections, or sever the link (cut every
+//! connection and refuse new ones until healed).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ pub struct FaultyProxy {
     pub addr: SocketAddr,
     stalled: Arc<watch::Sender<bool>>,
     conns: Arc<Mutex<Vec<CancellationToken>>>,
+    severed: Arc<std::sync::atomic::AtomicBool>,
+    target: Arc<Mutex<SocketAddr>>,
 }
 
 impl FaultyProxy {
@@ -27,10 +30,17 @@ impl FaultyProxy {
         let addr = listener.local_addr()?;
         let stalled = Arc::new(watch::Sender::new(false));
         let conns: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
-        let (st, cs) = (stalled.clone(), conns.clone());
+        let severed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let target = Arc::new(Mutex::new(target));
+        let (st, cs, sv, tg) = (stalled.clone(), conns.clone(), severed.clone(), target.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(target).await else { continue };
+                if sv.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let to = *tg.lock().unwrap_or_else(|p| p.into_inner());
+                let Ok(server) = TcpStream::connect(to).await else { continue };
                 let cut = CancellationToken::new();
                 cs.lock().unwrap_or_else(|p| p.into_inner()).push(cut.clone());
                 let (cr, cw) = client.into_split();
@@ -40,7 +50,25 @@ impl FaultyProxy {
                 }
             }
         });
-        Ok(Self { addr, stalled, conns })
+        Ok(Self { addr, stalled, conns, severed, target })
+    }
+
+    /// Sends new connections to `target` from now on.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
+    /// Cuts every connection and refuses new ones (closing them at once) until [`Self::heal`].
+    pub fn sever(&self) {
+        self.severed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            c.cancel();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.severed.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops forwarding anything, keeping every socket open.

@@ -8,14 +8,20 @@
 //! - [`origin`]: local services to tunnel to: echo, half-close probes, an HTTP origin
 //!   (HTTP/1.1 and h2c) and a WebSocket echo server.
 //! - [`pki`]: throwaway certificate authorities for certificate tests.
+//! - [`bore_client`]: the real bore client, found or installed.
+//! - [`cluster`]: a Redis and several relays joined to it.
+//! - [`redis`]: a real `redis-server` on a loopback port, the directory of test clusters.
 //! - [`http`]: hyper clients over rustls for the HTTPS edge, and streaming test bodies.
 //! - [`payload`] and [`sha256`]: deterministic data and checksums.
 
+pub mod bore_client;
+pub mod cluster;
 pub mod faults;
 pub mod http;
 pub mod origin;
 pub mod pebble;
 pub mod pki;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +80,8 @@ pub struct TestRelay {
     pub admin_addr: SocketAddr,
     /// The bore-compatible endpoint, when started with [`TestRelay::with_bore`].
     pub bore_addr: Option<SocketAddr>,
+    /// The peer listener, when the config joins a cluster.
+    pub peer_addr: Option<SocketAddr>,
     /// The relay's token signing key, to mint test tokens.
     pub key: TokenKey,
     /// The development CA the relay's certificate chains to.
@@ -150,6 +158,8 @@ impl TestRelay {
             ..RelayConfig::default()
         };
         edit(&mut config);
+        // A cluster's relays share one key (the edit may have set it).
+        let key = config.token_key.clone().unwrap_or(key);
         config.tls_dir = extra_dir;
         let certs = CertResolver::load(config.cert_source().context("state directory")?)?;
         let bind = || TcpListener::bind("127.0.0.1:0");
@@ -159,6 +169,10 @@ impl TestRelay {
             https: Some(bind().await?),
             admin: Some(bind().await?),
             bore,
+            peer: match &config.cluster {
+                Some(_) => Some(bind().await?),
+                None => None,
+            },
         };
         Self::launch(config, certs, key, state, listeners).await
     }
@@ -175,6 +189,7 @@ impl TestRelay {
         };
         let control_addr = listeners.control.local_addr()?;
         let bore_addr = listeners.bore.as_ref().map(|l| l.local_addr()).transpose()?;
+        let peer_addr = listeners.peer.as_ref().map(|l| l.local_addr()).transpose()?;
         let (https_addr, http_addr, admin_addr) =
             (addr(&listeners.https)?, addr(&listeners.http)?, addr(&listeners.admin)?);
         let ca = certs.dev().context("dev CA")?.ca_cert.clone();
@@ -197,6 +212,7 @@ impl TestRelay {
             http_addr,
             admin_addr,
             bore_addr,
+            peer_addr,
             key,
             ca,
             state_dir: state.path().into(),
@@ -218,6 +234,7 @@ impl TestRelay {
             https_addr,
             admin_addr,
             bore_addr,
+            peer_addr,
             config,
             certs,
             key,
@@ -235,6 +252,10 @@ impl TestRelay {
             https: Some(bind(https_addr).await?),
             admin: Some(bind(admin_addr).await?),
             bore: match bore_addr {
+                Some(a) => Some(bind(a).await?),
+                None => None,
+            },
+            peer: match peer_addr {
                 Some(a) => Some(bind(a).await?),
                 None => None,
             },

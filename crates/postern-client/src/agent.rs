@@ -111,7 +111,8 @@ fn fail(state: &watch::Sender<AgentState>, e: ConnectError) -> AgentError {
     AgentError(e)
 }
 
-/// One connection's reconnect loop.
+/// One connection's reconnect loop. With several relays (a cluster), connection `index` starts
+/// at relay `index` and moves to the next whenever an attempt fails or a session is lost.
 async fn connection_loop(
     index: usize,
     cfg: AgentConfig,
@@ -120,9 +121,12 @@ async fn connection_loop(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
+    let servers = cfg.servers();
+    let mut turn = index % servers.len();
     loop {
+        let server = servers[turn];
         let attempt = tokio::select! {
-            r = connect(&cfg, &connector) => r,
+            r = connect(&cfg, &connector, server) => r,
             _ = shutdown.cancelled() => break,
         };
         let error = match attempt {
@@ -132,7 +136,7 @@ async fn connection_loop(
                 let up = std::sync::atomic::AtomicBool::new(false);
                 let ready = || {
                     up.store(true, std::sync::atomic::Ordering::Relaxed);
-                    info!(session = %w.session_id, client = %w.client_id, connection = index, "connected to relay");
+                    info!(session = %w.session_id, client = %w.client_id, connection = index, relay = server, "connected to relay");
                     state.send_modify(|s| {
                         s.connected += 1;
                         s.sessions += 1;
@@ -174,6 +178,7 @@ async fn connection_loop(
                 e.to_string()
             }
         };
+        turn = (turn + 1) % servers.len();
         let delay = backoff.next_delay();
         if state.borrow().sessions == 0 {
             warn!(error = %error, retry_in = ?delay, connection = index, "cannot reach the relay yet; retrying");

@@ -37,16 +37,17 @@ fn invalid(msg: impl Into<String>) -> SetupError {
 /// Options shared by every client subcommand.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
-    /// Relay control address, host:port
-    #[arg(long, short = 's', env = "POSTERN_SERVER", default_value = "localhost:7000")]
-    pub server: String,
+    /// Relay control address, host:port. Repeat it (or separate with commas) for the relays
+    /// of a cluster: connections spread over them and move to the next when one fails
+    #[arg(long, short = 's', env = "POSTERN_SERVER", default_value = "localhost:7000", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// Token for the relay
     #[arg(long, short = 't', env = "POSTERN_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
     /// CA certificate (PEM) to trust for the relay, instead of the system roots. For a
-    /// development relay this is ca.pem in its --state-dir.
-    #[arg(long, env = "POSTERN_CA")]
-    pub ca: Option<PathBuf>,
+    /// development relay this is ca.pem in its --state-dir; repeat it for several relays
+    #[arg(long, env = "POSTERN_CA", value_delimiter = ',')]
+    pub ca: Vec<PathBuf>,
     /// Do not verify the relay's certificate. Anyone on the path can then read and change the
     /// traffic; for debugging only.
     #[arg(long, conflicts_with = "ca")]
@@ -196,12 +197,17 @@ impl ClientArgs {
 
     /// The agent for `tunnels`.
     pub fn agent_config(&self, tunnels: Vec<TunnelSpec>, http: &HttpOptions) -> Result<AgentConfig, SetupError> {
-        let trust = match (&self.ca, self.insecure) {
+        let trust = match (self.ca.as_slice(), self.insecure) {
             (_, true) => Trust::Insecure,
-            (Some(ca), false) => Trust::CaFile(ca.clone()),
-            (None, false) => Trust::SystemRoots,
+            ([], false) => Trust::SystemRoots,
+            ([ca], false) => Trust::CaFile(ca.clone()),
+            (cas, false) => Trust::CaFiles(cas.to_vec()),
         };
-        let mut cfg = AgentConfig::new(self.server.clone(), self.token.clone(), trust, tunnels);
+        let servers: Vec<&str> = self.server.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        if servers.is_empty() {
+            return Err(invalid("--server needs at least one host:port"));
+        }
+        let mut cfg = AgentConfig::new(servers.join(","), self.token.clone(), trust, tunnels);
         cfg.client_id = self.client_id.clone();
         cfg.local_host = self.local_host.clone();
         cfg.max_backoff = self.max_backoff;

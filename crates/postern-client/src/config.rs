@@ -12,7 +12,8 @@ use crate::stats::AgentStats;
 /// Everything an agent needs.
 #[derive(Clone)]
 pub struct AgentConfig {
-    /// Relay control address, `host:port`.
+    /// Relay control address, `host:port`; several, comma-separated, for the relays of a
+    /// cluster: each connection starts at a different one and moves to the next when one fails.
     pub server: String,
     /// Credential sent in the Hello (may be empty for an open development relay).
     pub token: String,
@@ -56,6 +57,16 @@ impl std::fmt::Debug for AgentConfig {
 }
 
 impl AgentConfig {
+    /// The relays to connect to, in order ([`AgentConfig::server`] split at commas).
+    pub fn servers(&self) -> Vec<&str> {
+        let list: Vec<&str> = self.server.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if list.is_empty() {
+            vec![self.server.as_str()]
+        } else {
+            list
+        }
+    }
+
     /// A config with default timeouts.
     pub fn new(server: impl Into<String>, token: impl Into<String>, trust: Trust, tunnels: Vec<TunnelSpec>) -> Self {
         Self {

@@ -97,18 +97,19 @@ pub fn split_host_port(addr: &str) -> Result<(&str, u16), ConnectError> {
     Ok((host, port))
 }
 
-/// Makes one attempt.
-pub async fn connect(cfg: &AgentConfig, connector: &TlsConnector) -> Result<Connected, ConnectError> {
+/// Makes one attempt, to relay `server` (one of [`AgentConfig::servers`]).
+pub async fn connect(cfg: &AgentConfig, connector: &TlsConnector, server: &str) -> Result<Connected, ConnectError> {
     let limit = cfg.connect_timeout;
-    tokio::time::timeout(limit, attempt(cfg, connector)).await.map_err(|_| ConnectError::Timeout(limit))?
+    tokio::time::timeout(limit, attempt(cfg, connector, server)).await.map_err(|_| ConnectError::Timeout(limit))?
 }
 
-async fn attempt(cfg: &AgentConfig, connector: &TlsConnector) -> Result<Connected, ConnectError> {
-    let (host, port) = split_host_port(&cfg.server)?;
+async fn attempt(cfg: &AgentConfig, connector: &TlsConnector, server: &str) -> Result<Connected, ConnectError> {
+    let (host, port) = split_host_port(server)?;
     let name = server_name(host)?;
+    // Every address the name resolves to is tried in turn (a DNS name with several A records).
     let tcp = TcpStream::connect((host, port))
         .await
-        .map_err(|source| ConnectError::Unreachable { addr: cfg.server.clone(), source })?;
+        .map_err(|source| ConnectError::Unreachable { addr: server.to_string(), source })?;
     let _ = tcp.set_nodelay(true);
     let mut tls = connector.connect(name, tcp).await.map_err(classify_tls)?;
     if tls.get_ref().1.alpn_protocol() != Some(ALPN) {

@@ -77,9 +77,14 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
     }
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let client = ClientArgs {
-        server: env("POSTERN_SERVER").or(file.server).unwrap_or_else(|| "localhost:7000".into()),
+        server: env("POSTERN_SERVER")
+            .or(file.server)
+            .unwrap_or_else(|| "localhost:7000".into())
+            .split(',')
+            .map(str::to_string)
+            .collect(),
         token: env("POSTERN_TOKEN").or(file.token).unwrap_or_default(),
-        ca: env("POSTERN_CA").map(PathBuf::from).or(file.ca),
+        ca: env("POSTERN_CA").map(PathBuf::from).or(file.ca).into_iter().collect(),
         insecure: file.insecure,
         client_id: env("POSTERN_CLIENT_ID").or(file.client_id),
         local_host: file.local_host.unwrap_or_else(|| "localhost".into()),

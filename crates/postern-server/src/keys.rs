@@ -60,6 +60,12 @@ pub fn load_or_create(state_dir: &Path) -> Result<TokenKey, KeyError> {
     }
 }
 
+/// Loads the key in `path` (`--token-key`, shared by the relays of a cluster); it must exist.
+pub fn load(path: &Path) -> Result<TokenKey, KeyError> {
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
+    parse(text.trim()).ok_or_else(|| KeyError::Corrupt(path.to_path_buf()))
+}
+
 fn parse(hex: &str) -> Option<TokenKey> {
     if hex.len() != 64 {
         return None;

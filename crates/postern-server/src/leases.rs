@@ -142,6 +142,19 @@ impl Leases {
         self.release(&format!("tcp:{port}"));
     }
 
+    /// A reservation that was never promised to its client (its session was refused): it
+    /// goes at once, leaving nothing reserved.
+    pub fn forget(&self, name: &str, port: Option<u16>) {
+        let key = match port {
+            Some(port) => format!("tcp:{port}"),
+            None => format!("http:{name}"),
+        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.remove(&key).is_some() {
+            self.persist(&map);
+        }
+    }
+
     fn release(&self, key: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let until = crate::clock::unix_ms() + self.grace.as_millis() as u64;

@@ -16,6 +16,7 @@
 //! - [`bore`]: the bore-compatible endpoint (and the bore tokens it accepts).
 //! - [`webhook`]: signed event deliveries with retries (the signature scheme receivers check).
 //! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate.
+//! - [`cluster`]: a cluster of relays on Redis: claims, routes, peer links, forwarding.
 //!
 //! Inside:
 //!
@@ -44,6 +45,7 @@ mod auth;
 pub mod bore;
 mod certs;
 mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dev_ca;
 mod domains;

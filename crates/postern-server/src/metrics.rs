@@ -28,7 +28,25 @@ pub struct RelayMetrics {
     pub handshake_failures: IntCounterVec,
     /// Public connections refused, by reason.
     pub public_refused: IntCounterVec,
+    /// The cluster's metrics; registered only on a clustered relay.
+    pub cluster: ClusterMetrics,
     per_tunnel: Option<PerTunnel>,
+}
+
+/// Metrics of a clustered relay (`postern_cluster_*`).
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    /// Streams forwarded between relays: `out` to a peer, `in` from one.
+    pub forwarded: IntCounterVec,
+    /// 1 while the link to a peer is up.
+    pub peer_up: IntGaugeVec,
+    /// 1 while the directory answers.
+    pub store_up: IntGauge,
+    /// Claims of names and ports in the directory, by result (`granted`, `taken`, `quota`,
+    /// `error`).
+    pub claims: IntCounterVec,
+    /// Time from forwarding a stream to the peer's answer.
+    pub forward_duration: Histogram,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +99,30 @@ impl RelayMetrics {
                 "Public connections refused, by reason",
                 &["reason"],
             )?,
+            cluster: ClusterMetrics {
+                forwarded: counter(
+                    "postern_cluster_forwarded_total",
+                    "Streams forwarded between relays: out to a peer, in from one",
+                    &["direction"],
+                )?,
+                peer_up: IntGaugeVec::new(
+                    Opts::new("postern_cluster_peer_up", "1 while the link to a peer is up"),
+                    &["peer"],
+                )?,
+                store_up: IntGauge::new("postern_cluster_store_up", "1 while the cluster directory (Redis) answers")?,
+                claims: counter(
+                    "postern_cluster_claims_total",
+                    "Claims of names and ports in the directory",
+                    &["result"],
+                )?,
+                forward_duration: Histogram::with_opts(
+                    HistogramOpts::new(
+                        "postern_cluster_forward_duration_seconds",
+                        "Time from forwarding a stream to a peer relay to its answer",
+                    )
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                )?,
+            },
             per_tunnel: if per_tunnel {
                 Some(PerTunnel {
                     bytes: counter("postern_tunnel_bytes_total", "Bytes through one tunnel", &["tunnel", "direction"])?,
@@ -108,6 +150,12 @@ impl RelayMetrics {
             registry.register(Box::new(p.streams.clone()))?;
         }
         // Pre-create the common series so dashboards see zeros, not gaps.
+        for result in ["granted", "taken", "quota", "error"] {
+            self.cluster.claims.with_label_values(&[result]);
+        }
+        for direction in ["in", "out"] {
+            self.cluster.forwarded.with_label_values(&[direction]);
+        }
         for kind in ["tcp", "http"] {
             self.tunnels.with_label_values(&[kind]);
             for dir in ["in", "out"] {
@@ -119,6 +167,21 @@ impl RelayMetrics {
             self.streams_total.with_label_values(&[kind]);
         }
         Ok(())
+    }
+
+    /// Registers the cluster's metrics in `registry` (a clustered relay only).
+    pub fn register_cluster(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        let c = &self.cluster;
+        registry.register(Box::new(c.forwarded.clone()))?;
+        registry.register(Box::new(c.peer_up.clone()))?;
+        registry.register(Box::new(c.store_up.clone()))?;
+        registry.register(Box::new(c.claims.clone()))?;
+        registry.register(Box::new(c.forward_duration.clone()))
+    }
+
+    /// The `postern_cluster_peer_up` gauge of `peer`.
+    pub fn cluster_peer_up(&self, peer: &str) -> IntGauge {
+        self.cluster.peer_up.with_label_values(&[peer])
     }
 
     /// Counts bytes of `kind` moving in `direction` (`in` or `out`) on `tunnel`.

@@ -48,6 +48,9 @@ pub enum RelayError {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The relay's already-bound listeners.
@@ -63,12 +66,14 @@ pub struct RelayListeners {
     pub admin: Option<TcpListener>,
     /// The bore-compatible endpoint, if any (see [`crate::bore`]).
     pub bore: Option<TcpListener>,
+    /// The peer listener of a clustered relay (`--peer-addr`).
+    pub peer: Option<TcpListener>,
 }
 
 impl RelayListeners {
     /// Only the control port (TCP tunnels only).
     pub fn control_only(control: TcpListener) -> Self {
-        Self { control, http: None, https: None, admin: None, bore: None }
+        Self { control, http: None, https: None, admin: None, bore: None, peer: None }
     }
 }
 
@@ -97,6 +102,9 @@ impl Relay {
         config.validate()?;
         let m = RelayMetrics::new(config.metrics_per_tunnel)?;
         m.register(metrics)?;
+        if config.cluster.is_some() {
+            m.register_cluster(metrics)?;
+        }
         let revocations = Arc::new(match &config.state_dir {
             Some(dir) => Revocations::load(dir)?,
             None => Revocations::in_memory(),
@@ -181,6 +189,18 @@ impl Relay {
             self.registry.metrics().clone(),
             outbound::client().ok(),
         );
+        let peer_addr = listeners.peer.as_ref().map(|l| l.local_addr()).transpose()?;
+        let advertise = self.config.peer_advertise.clone().or(peer_addr.map(|a| a.to_string())).unwrap_or_default();
+        let cluster = crate::cluster::Cluster::new(
+            &self.config,
+            advertise,
+            self.registry.clone(),
+            self.revocations.clone(),
+            gate.clone(),
+        )?;
+        if cluster.is_some() && listeners.peer.is_none() {
+            return Err(ConfigError::Invalid("a clustered relay needs its peer listener (--peer-addr)".into()).into());
+        }
         let control_tls = self.certs.server_config(&[ALPN])?;
         let quotas = Arc::new(Quotas::default());
         let shared = Arc::new(Shared {
@@ -193,6 +213,7 @@ impl Relay {
             quotas: quotas.clone(),
             domains: self.domains.clone(),
             acme: self.acme.clone(),
+            cluster: cluster.clone(),
         });
         let edge = Arc::new(Edge {
             config: self.config.clone(),
@@ -200,6 +221,7 @@ impl Relay {
             https_port,
             gate: gate.clone(),
             acme: self.acme.clone(),
+            cluster: cluster.clone(),
         });
 
         info!(addr = %control_addr, "control port listening");
@@ -213,6 +235,7 @@ impl Relay {
             let tls = TlsAcceptor::from(Arc::new(self.certs.server_config(&[b"h2", b"http/1.1"])?));
             edges.push(tokio::spawn(http_edge::serve(l, Some(tls), edge.clone(), shutdown.clone())));
         }
+        let mut bore_edge = None;
         if let Some(l) = listeners.bore {
             let addr = l.local_addr()?;
             info!(%addr, "bore-compatible endpoint listening");
@@ -223,10 +246,13 @@ impl Relay {
                 gate.clone(),
                 quotas.clone(),
                 self.config.anonymous_allowed(addr),
+                cluster.clone(),
             );
+            bore_edge = Some(bore.clone());
             tokio::spawn(bore::expire_unclaimed(bore.clone(), shutdown.clone()));
             edges.push(tokio::spawn(bore::serve(l, bore, shutdown.clone())));
         }
+        let mut admin_api = None;
         if let Some(l) = listeners.admin {
             info!(addr = %l.local_addr()?, "admin API listening");
             let admin = Arc::new(Admin {
@@ -237,8 +263,21 @@ impl Relay {
                 ip_limits: self.ip_limits.clone(),
                 state_dir: self.config.state_dir.clone(),
                 request_timeout: self.config.http_header_timeout,
+                cluster: cluster.clone(),
             });
+            admin_api = Some(admin.clone());
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
+        }
+        if let (Some(cluster), Some(l)) = (&cluster, listeners.peer) {
+            info!(addr = %l.local_addr()?, relay = %cluster.id, "cluster peer listener up");
+            tokio::spawn(cluster.clone().run(shutdown.clone()));
+            let service = Arc::new(crate::cluster::serve::PeerService {
+                cluster: cluster.clone(),
+                edge: edge.clone(),
+                bore: bore_edge,
+                admin: admin_api,
+            });
+            edges.push(tokio::spawn(crate::cluster::serve::serve(l, service, shutdown.clone())));
         }
         if let Some(hook) = Webhook::from_config(&self.config) {
             tokio::spawn(webhook::run(hook, self.registry.events(), shutdown.clone()));
@@ -250,6 +289,7 @@ impl Relay {
             self.revocations.clone(),
             self.registry.clone(),
             self.config.revocation_poll_interval,
+            cluster.clone(),
             shutdown.clone(),
         ));
         if let Some(every) = self.config.cert_poll_interval {

@@ -109,6 +109,7 @@ pub(crate) async fn watch_revocations(
     revocations: Arc<Revocations>,
     registry: Arc<Registry>,
     every: Duration,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -120,6 +121,9 @@ pub(crate) async fn watch_revocations(
         match revocations.refresh() {
             Ok(ids) => {
                 for id in ids {
+                    if let Some(cluster) = &cluster {
+                        cluster.revoke(&id).await;
+                    }
                     let n = registry.kick_token(&id);
                     info!(token = %id, sessions = n, "token revoked; its sessions were disconnected");
                 }

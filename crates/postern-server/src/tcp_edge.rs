@@ -12,13 +12,13 @@ use std::sync::Arc;
 use http::StatusCode;
 use postern_proto::stream::{StreamKind, REFUSE_REASON};
 use postern_transport::splice::{socket_to_stream, stream_to_socket, SpliceError, SpliceStats};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::agent::OpenError;
 use crate::metrics::RelayMetrics;
-use crate::tunnel::admit::{Gate, Via};
+use crate::tunnel::admit::{Admitted, Gate, Via};
 use crate::tunnel::stats::{StreamCount, TunnelMeter};
 use crate::tunnel::{Member, Tunnel};
 
@@ -43,26 +43,42 @@ pub async fn serve(tunnel: Arc<Tunnel>, gate: Arc<Gate>, metrics: Arc<RelayMetri
         };
         let Ok(admitted) = gate.admit_public(&tunnel, peer, Via::TcpEdge).await else { continue };
         let Some(member) = admitted.member.clone() else { continue };
-        let span = info_span!("public", %peer, tunnel = %tunnel.info.name);
-        let (tunnel, metrics) = (tunnel.clone(), metrics.clone());
-        tokio::spawn(
-            async move {
-                let _count = StreamCount::open(&tunnel, &metrics, "tcp");
-                let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
-                let outcome = tokio::select! {
-                    r = handle(stream, peer, &tunnel, &member, &meter) => r,
-                    _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
-                    _ = member.closed().cancelled() => Err(EdgeError::AgentGone),
-                };
-                match outcome {
-                    Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
-                    Err(e) => debug!(error = %e, "public connection failed"),
-                }
-                drop(admitted);
-            }
-            .instrument(span),
-        );
+        let _ = stream.set_nodelay(true);
+        spawn_stream(tunnel.clone(), member, admitted, stream.into_split(), peer, metrics.clone());
     }
+}
+
+/// Serves one admitted public connection (a socket here, or one another relay forwarded) on
+/// `tunnel`: a stream to `member`, spliced, in its own task and span.
+pub fn spawn_stream<R, W>(
+    tunnel: Arc<Tunnel>,
+    member: Member,
+    admitted: Admitted,
+    (reader, writer): (R, W),
+    peer: SocketAddr,
+    metrics: Arc<RelayMetrics>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let span = info_span!("public", %peer, tunnel = %tunnel.info.name);
+    tokio::spawn(
+        async move {
+            let _count = StreamCount::open(&tunnel, &metrics, "tcp");
+            let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
+            let outcome = tokio::select! {
+                r = handle(reader, writer, peer, &tunnel, &member, &meter) => r,
+                _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
+                _ = member.closed().cancelled() => Err(EdgeError::AgentGone),
+            };
+            match outcome {
+                Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
+                Err(e) => debug!(error = %e, "public connection failed"),
+            }
+            drop(admitted);
+        }
+        .instrument(span),
+    );
 }
 
 /// Why a public connection ended early.
@@ -87,16 +103,15 @@ pub enum EdgeError {
     Splice(#[from] SpliceError),
 }
 
-async fn handle(
-    stream: TcpStream,
+async fn handle<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: R,
+    writer: W,
     peer: SocketAddr,
     tunnel: &Tunnel,
     member: &Member,
     meter: &TunnelMeter<'_>,
 ) -> Result<SpliceStats, EdgeError> {
-    let _ = stream.set_nodelay(true);
     let (response, send) = member.open(StreamKind::Tcp, &tunnel.info.name, Some(peer)).await?;
-    let (reader, writer) = stream.into_split();
     let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send, meter).await?) };
     let down = async {
         let response = response.await.map_err(|e| EdgeError::Open(OpenError::AgentGone(e)))?;

@@ -80,6 +80,9 @@ pub enum Trust {
     SystemRoots,
     /// Only the CA certificates in this PEM file (like `curl --cacert`).
     CaFile(PathBuf),
+    /// Only the CA certificates in these PEM files (the relays of a development cluster each
+    /// have their own CA).
+    CaFiles(Vec<PathBuf>),
     /// Trust anything. For debugging only; the caller warns.
     Insecure,
 }
@@ -92,13 +95,20 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsE
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
             .with_no_client_auth(),
-        Trust::CaFile(path) => {
+        Trust::CaFile(_) | Trust::CaFiles(_) => {
+            let paths = match trust {
+                Trust::CaFile(path) => std::slice::from_ref(path),
+                Trust::CaFiles(paths) => paths.as_slice(),
+                _ => &[],
+            };
             let mut roots = RootCertStore::empty();
-            for cert in load_certs(path).map_err(|e| match e {
-                TlsError::Pem { path, reason, .. } => TlsError::Pem { what: "CA certificates", path, reason },
-                other => other,
-            })? {
-                roots.add(cert)?;
+            for path in paths {
+                for cert in load_certs(path).map_err(|e| match e {
+                    TlsError::Pem { path, reason, .. } => TlsError::Pem { what: "CA certificates", path, reason },
+                    other => other,
+                })? {
+                    roots.add(cert)?;
+                }
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

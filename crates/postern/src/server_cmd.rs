@@ -43,6 +43,7 @@ pub async fn bind(at: Listeners) -> anyhow::Result<RelayListeners> {
         https: one("HTTPS", "--https-addr", at.https).await?,
         admin: one("admin", "--admin-addr", at.admin).await?,
         bore: one("bore", "--bore-addr", at.bore).await?,
+        peer: one("peer", "--peer-addr", at.peer).await?,
     })
 }
 
@@ -107,12 +108,24 @@ pub fn banner(config: &RelayConfig, l: &RelayListeners, certs: &CertResolver) ->
             );
         }
     }
+    if let (Some(l), Some(id)) = (&l.peer, &config.relay_id) {
+        let cluster = config.cluster.as_deref().unwrap_or_default();
+        say!("cluster member {id}: directory {}, peers link to {}", redact(cluster), l.local_addr()?);
+    }
     if let Some(dev) = certs.dev() {
         say!("development certificate for localhost and *.localhost, signed by {}", dev.ca_cert.display());
         let ca = dev.ca_cert.display();
         say!("clients trust it with:  postern http <port> --server localhost:{} --ca {ca}", control.port());
     }
     Ok(())
+}
+
+/// A directory URL without its password.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 /// One line saying who may open tunnels.

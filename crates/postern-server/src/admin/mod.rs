@@ -18,9 +18,12 @@
 //! unknown token gets 401; acting on something another subject owns gets 403. An address with
 //! too many failed attempts is locked out (429) for a minute.
 
+mod cluster;
 mod sse;
 mod tokens;
 pub mod views;
+
+pub use self::cluster::peer_view;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -108,6 +111,8 @@ pub struct Admin {
     /// Time a caller has to send a request's head, and then again its body
     /// (`--http-header-timeout`).
     pub request_timeout: Duration,
+    /// The cluster, on a clustered relay: lists span every relay.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -221,9 +226,32 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
             };
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match (&method, rest.as_slice()) {
-                (&Method::POST, ["tokens"]) => tokens::mint(req, &who, admin).await,
-                (&Method::DELETE, ["tokens", id]) => tokens::revoke(id, &who, admin),
+            let local = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "scope=local"));
+            let cluster = admin.cluster.as_ref().filter(|_| !local);
+            match (&method, rest.as_slice(), cluster) {
+                (&Method::POST, ["tokens"], _) => tokens::mint(req, &who, admin).await,
+                (&Method::DELETE, ["tokens", id], _) => tokens::revoke(id, &who, admin).await,
+                (&Method::GET, ["relays"], _) => match &admin.cluster {
+                    Some(c) => cluster::relays(c, admin, &who).await,
+                    None => fail(StatusCode::NOT_FOUND, "not_found", "this relay is not clustered"),
+                },
+                (&Method::GET, ["tunnels"], Some(c)) => {
+                    json(StatusCode::OK, &serde_json::json!({ "tunnels": cluster::tunnels(c, admin, &who).await }))
+                }
+                (&Method::GET, ["tunnels", name], Some(c))
+                    if admin.registry.get(name).is_none_or(|t| t.info.name != *name) =>
+                {
+                    match cluster::tunnels(c, admin, &who).await.into_iter().find(|t| t["name"] == *name) {
+                        Some(t) => json(StatusCode::OK, &t),
+                        None => fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")),
+                    }
+                }
+                (&Method::GET, ["agents"], Some(c)) => {
+                    json(StatusCode::OK, &serde_json::json!({ "agents": cluster::agents(c, admin, &who).await }))
+                }
+                (&Method::DELETE, [what @ ("tunnels" | "agents"), key], Some(c)) => {
+                    cluster::delete(c, admin, &who, what, key).await
+                }
                 _ => api(method, &rest, &who, admin, shutdown),
             }
         }

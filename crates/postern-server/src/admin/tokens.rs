@@ -68,13 +68,16 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
     )
 }
 
-/// Revokes a token and ends its sessions.
-pub fn revoke(id: &str, who: &Identity, admin: &Admin) -> Response<AdminBody> {
+/// Revokes a token and ends its sessions (on every relay of a cluster).
+pub async fn revoke(id: &str, who: &Identity, admin: &Admin) -> Response<AdminBody> {
     if let Some(denied) = admin_only(who) {
         return denied;
     }
     if let Err(e) = tokens::revoke(admin.auth.revocations(), id) {
         return failed(e);
+    }
+    if let Some(cluster) = &admin.cluster {
+        cluster.revoke(id).await;
     }
     let n = admin.registry.kick_token(id);
     tracing::info!(token_id = %id, sessions = n, by = %who.subject, "token revoked through the admin API");

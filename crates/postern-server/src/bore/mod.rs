@@ -74,16 +74,31 @@ pub struct BoreEdge {
     /// True when clients without a secret are let in (a development relay on loopback).
     pub anonymous: bool,
     unclaimed: DashMap<Uuid, Unclaimed>,
+    /// The cluster, on a clustered relay: bore ports are claimed there too.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Each bore tunnel's control task, told about public connections other relays of the
+    /// cluster forwarded here.
+    forwarded: DashMap<String, tokio::sync::mpsc::Sender<Uuid>>,
 }
 
-/// A public connection waiting for its `Accept`.
-#[derive(Debug)]
+/// A public connection's socket: one accepted here, or one another relay forwarded.
+pub trait PublicIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PublicIo for T {}
+
+/// A public connection waiting for its `Accept`. (The socket sits behind a mutex only so the
+/// map of waiting connections can be shared; it is taken out whole when claimed.)
 struct Unclaimed {
     at: Instant,
-    stream: TcpStream,
+    stream: std::sync::Mutex<Box<dyn PublicIo>>,
     tunnel: Arc<Tunnel>,
     /// The relay's connection cap, the address's cap and the token's stream quota.
     held: Admitted,
+}
+
+impl std::fmt::Debug for Unclaimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unclaimed").field("at", &self.at).field("tunnel", &self.tunnel.info.name).finish()
+    }
 }
 
 impl BoreEdge {
@@ -96,6 +111,7 @@ impl BoreEdge {
         gate: Arc<Gate>,
         quotas: Arc<Quotas>,
         anonymous: bool,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             secrets: BoreSecrets::new(config.state_dir.as_deref()),
@@ -105,7 +121,9 @@ impl BoreEdge {
             gate,
             quotas,
             anonymous,
+            cluster,
             unclaimed: DashMap::new(),
+            forwarded: DashMap::new(),
         })
     }
 }
@@ -266,6 +284,7 @@ async fn control(
         quota: edge.quotas.for_identity(&identity),
         requested: (requested != 0).then_some(requested),
         leased: None,
+        cluster: edge.cluster.as_deref(),
     };
     // bore streams arrive as sockets, not h2 streams: the tunnel has no member, and this task
     // serves its listener.
@@ -286,6 +305,13 @@ async fn control(
             return Err(conn.refuse(&reason).await);
         }
     };
+    if let Some(cluster) = &edge.cluster {
+        if let Err((_, why)) = cluster.claim(registration.tunnels(), &identity).await {
+            debug!(reason = %why, "bore tunnel refused by the cluster");
+            drop(registration);
+            return Err(conn.refuse("port already in use").await);
+        }
+    }
     let port = tunnel.info.public_port.unwrap_or_default();
     conn.send(&ServerMessage::Hello(port)).await?;
     registration.announce_up();
@@ -293,8 +319,15 @@ async fn control(
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut buf = [0u8; 256];
+    let (tell, mut forwarded) = tokio::sync::mpsc::channel(64);
+    edge.forwarded.insert(tunnel.info.name.clone(), tell);
     let outcome = loop {
         tokio::select! {
+            Some(id) = forwarded.recv() => {
+                if conn.send(&ServerMessage::Connection(id)).await.is_err() {
+                    break "client gone".to_string();
+                }
+            }
             _ = shutdown.cancelled() => break "relay shutting down".to_string(),
             _ = tunnel.closed.cancelled() => {
                 let _ = conn.send(&ServerMessage::Error("tunnel closed by the relay".into())).await;
@@ -330,6 +363,7 @@ async fn control(
             },
         }
     };
+    edge.forwarded.remove(&tunnel.info.name);
     drop(registration);
     Ok(format!("tunnel on port {port}: {outcome}"))
 }
@@ -343,9 +377,35 @@ async fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: So
     }
     let held = edge.gate.admit_public(tunnel, from, Via::Bore).await.ok()?;
     let _ = public.set_nodelay(true);
+    Some(keep(edge, tunnel, Box::new(public), held))
+}
+
+fn keep(edge: &BoreEdge, tunnel: &Arc<Tunnel>, stream: Box<dyn PublicIo>, held: Admitted) -> Uuid {
     let id = Uuid::new_v4();
-    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), stream: public, tunnel: tunnel.clone(), held });
-    Some(id)
+    let stream = std::sync::Mutex::new(stream);
+    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), stream, tunnel: tunnel.clone(), held });
+    id
+}
+
+/// Keeps a public connection another relay of the cluster accepted (and this relay admitted)
+/// for the bore client of `tunnel` to claim, and tells that client about it.
+pub fn hold_forwarded(
+    edge: &BoreEdge,
+    tunnel: &Arc<Tunnel>,
+    stream: Box<dyn PublicIo>,
+    from: SocketAddr,
+    held: Admitted,
+) {
+    let Some(tell) = edge.forwarded.get(&tunnel.info.name).map(|t| t.clone()) else { return };
+    if edge.unclaimed.len() >= MAX_UNCLAIMED {
+        edge.registry.metrics().public_refused.with_label_values(&["agent_cap"]).inc();
+        debug!(%from, "forwarded connection refused: too many waiting to be claimed");
+        return;
+    }
+    let id = keep(edge, tunnel, stream, held);
+    if tell.try_send(id).is_err() {
+        edge.unclaimed.remove(&id);
+    }
 }
 
 /// Drops public connections nobody claimed within [`UNCLAIMED`]; runs until `shutdown`.
@@ -368,7 +428,7 @@ pub async fn expire_unclaimed(edge: Arc<BoreEdge>, shutdown: CancellationToken) 
 
 /// An accept connection: splices the claimed public connection with this one.
 async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid) -> Result<String, BoreFault> {
-    let Some((_, mut waiting)) = edge.unclaimed.remove(&id) else {
+    let Some((_, waiting)) = edge.unclaimed.remove(&id) else {
         // bore's server closes silently here; the client logs the failed copy.
         return Ok(format!("no public connection {id} (expired or claimed)"));
     };
@@ -377,6 +437,8 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
         return Err(conn.refuse("this connection belongs to another client").await);
     }
     let tunnel = waiting.tunnel.clone();
+    let Unclaimed { stream, held, .. } = waiting;
+    let mut stream = stream.into_inner().unwrap_or_else(|p| p.into_inner());
     let metrics = edge.registry.metrics().clone();
     let count = StreamCount::open(&tunnel, &metrics, "tcp");
     let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
@@ -384,17 +446,17 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     let rest = conn.decoder.take_rest();
     let result = async {
         if !rest.is_empty() {
-            waiting.stream.write_all(&rest).await?;
+            stream.write_all(&rest).await?;
             pause(meter.outbound(rest.len() as u64)).await;
         }
         // Counted as the bytes move (live statistics, bandwidth quota), like the TCP edge.
         tokio::select! {
-            r = pipe(waiting.stream.split(), conn.io.split(), &meter) => r,
+            r = pipe(tokio::io::split(&mut stream), conn.io.split(), &meter) => r,
             _ = tunnel.closed.cancelled() => Err(std::io::Error::other("tunnel closed")),
         }
     }
     .await;
-    drop((count, waiting.held));
+    drop((count, held));
     match result {
         Ok(s) => Ok(format!(
             "public connection {id}: {} bytes in, {} bytes out",

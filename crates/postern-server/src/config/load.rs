@@ -177,8 +177,9 @@ impl RelayConfig {
     }
 
     /// The relay's start-up: merges `layers`, settles the state directory (`--state-dir`, else
-    /// `$STATE_DIRECTORY`, else `./postern-state`), loads or creates the token signing key
-    /// there, and validates the result.
+    /// `$STATE_DIRECTORY`, else `./postern-state`), loads the token signing key (`--token-key`,
+    /// else `token.key` there, created if missing), names a clustered relay after its host,
+    /// and validates the result.
     pub fn load(layers: &Layers<'_>) -> Result<Self, ConfigError> {
         let mut config = Self::from_layers(layers)?;
         let state_dir = config
@@ -186,11 +187,33 @@ impl RelayConfig {
             .clone()
             .or_else(|| (layers.env)("STATE_DIRECTORY").filter(|v| !v.is_empty()).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("postern-state"));
-        let key = crate::keys::load_or_create(&state_dir)
-            .map_err(|e| ConfigError::Io(format!("loading the token signing key: {e}")))?;
+        let key = match &config.token_key_file {
+            Some(file) => crate::keys::load(file),
+            None => crate::keys::load_or_create(&state_dir),
+        };
+        let key = key.map_err(|e| ConfigError::Io(format!("loading the token signing key: {e}")))?;
+        if config.cluster.is_some() && config.relay_id.is_none() {
+            config.relay_id = Some(host_name());
+        }
         config.token_key = Some(key);
         config.state_dir = Some(state_dir);
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// This machine's host name as a DNS label (a relay's default id in a cluster).
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let first = raw.trim().split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let label: String = first.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let label = label.trim_matches('-').to_string();
+    if label.is_empty() {
+        "relay".into()
+    } else {
+        label
     }
 }

@@ -209,6 +209,33 @@ pub struct RelayConfig {
     /// On SIGTERM, how long requests and connections in flight may take to finish
     #[arg(long, env = "POSTERN_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// Join a cluster of relays whose directory is this Redis (or Valkey): redis://HOST:PORT
+    /// or rediss://HOST:PORT (TLS). Any relay then serves any tunnel (docs/cluster.md)
+    #[arg(long, env = "POSTERN_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This relay's name in the cluster (a DNS label) [default: the host name]
+    #[arg(long, env = "POSTERN_RELAY_ID", value_name = "ID")]
+    pub relay_id: Option<String>,
+    /// Where this relay listens for its peers in a cluster (TLS, authenticated by
+    /// --cluster-secret)
+    #[arg(long, env = "POSTERN_PEER_ADDR", default_value = "127.0.0.1:7002 on localhost, else 0.0.0.0:7002")]
+    pub peer_addr: ByDomain<Bind>,
+    /// The address other relays dial to reach this one's --peer-addr, HOST:PORT [default:
+    /// --peer-addr]
+    #[arg(long, env = "POSTERN_PEER_ADVERTISE", value_name = "HOST:PORT")]
+    pub peer_advertise: Option<String>,
+    /// Secret the relays of a cluster share: a relay proves it holds it when it links to a
+    /// peer, and a relay without it is refused
+    #[arg(long, env = "POSTERN_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<Secret>,
+    /// A relay that has not refreshed its entry in the directory for this long is dead: its
+    /// routes are dropped and its agents' names wait for them elsewhere
+    #[arg(long, env = "POSTERN_CLUSTER_NODE_TTL", default_value = "10s", value_parser = duration)]
+    pub cluster_node_ttl: Duration,
+    /// The token signing key, a file of 64 hex digits shared by the relays of a cluster
+    /// [default: token.key in --state-dir, created if missing]
+    #[arg(id = "token_key", long = "token-key", env = "POSTERN_TOKEN_KEY", value_name = "FILE")]
+    pub token_key_file: Option<PathBuf>,
     /// Operator access policies: the config file's `[[policy]]` tables.
     #[arg(skip)]
     pub policies: Policies,
@@ -257,6 +284,8 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
     /// The bore endpoint, if on.
     pub bore: Option<SocketAddr>,
+    /// The peer listener of a clustered relay.
+    pub peer: Option<SocketAddr>,
 }
 
 impl RelayConfig {
@@ -278,6 +307,7 @@ impl RelayConfig {
             https: self.https_addr.on(&self.domain).0,
             admin: self.admin_addr.0,
             bore: self.bore_addr.0,
+            peer: self.cluster.as_ref().and(self.peer_addr.on(&self.domain).0),
         }
     }
 

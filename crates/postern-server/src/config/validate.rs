@@ -55,6 +55,7 @@ impl RelayConfig {
         if self.max_agents == 0 || self.max_tunnels_per_agent == 0 || self.max_public_connections == 0 {
             return Err(ConfigError::Invalid("connection and tunnel caps must be above zero".into()));
         }
+        self.validate_cluster()?;
         if let Some(acme) = self.acme() {
             if self.state_dir.is_none() {
                 return Err(ConfigError::Invalid(
@@ -75,6 +76,39 @@ impl RelayConfig {
                     acme.directory
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// A clustered relay needs a directory it can parse, a secret, a name and a peer address
+    /// its peers can dial.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.cluster else { return Ok(()) };
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return invalid(format!("--cluster {url:?}: expected redis://HOST:PORT or rediss://HOST:PORT"));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return invalid(format!("--cluster {url:?}: {e}"));
+        }
+        if self.cluster_secret.as_ref().is_none_or(|s| s.expose().len() < 16) {
+            return invalid("a cluster needs --cluster-secret, at least 16 characters, the same on every relay".into());
+        }
+        if let Some(id) = &self.relay_id {
+            if !postern_proto::hostname::is_label(id) {
+                return invalid(format!("--relay-id {id:?}: use a DNS label (a-z, 0-9, '-')"));
+            }
+        }
+        let Some(peer) = self.peer_addr.on(&self.domain).0 else {
+            return invalid("a clustered relay needs --peer-addr: its peers forward to it there".into());
+        };
+        if self.peer_advertise.is_none() && peer.ip().is_unspecified() {
+            return invalid(format!(
+                "--peer-addr {peer} is every interface: say where peers reach it with --peer-advertise"
+            ));
+        }
+        if self.cluster_node_ttl < std::time::Duration::from_secs(1) {
+            return invalid("--cluster-node-ttl must be at least 1s".into());
         }
         Ok(())
     }

@@ -18,6 +18,10 @@ pub enum EdgeError {
     UpgradeWithBody,
     /// CONNECT: the relay is not a forward proxy.
     MethodNotAllowed,
+    /// A forwarded request for a name this relay does not hold (to its peer, never the public).
+    NotHere,
+    /// The tunnel's agent is on another relay of the cluster, which cannot be reached.
+    RelayUnreachable,
     /// No tunnel has this name.
     TunnelNotFound,
     /// The tunnel's agent is connecting or gone.
@@ -44,6 +48,8 @@ impl EdgeError {
         match self {
             Self::BadHost | Self::BadTarget | Self::UpgradeWithBody => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotHere => StatusCode::MISDIRECTED_REQUEST,
+            Self::RelayUnreachable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TunnelNotFound => StatusCode::NOT_FOUND,
             Self::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::LocalRefused | Self::LocalFailed | Self::AuthUnavailable => StatusCode::BAD_GATEWAY,
@@ -60,6 +66,8 @@ impl EdgeError {
             Self::BadTarget => "bad-target",
             Self::UpgradeWithBody => "upgrade-with-body",
             Self::MethodNotAllowed => "method-not-allowed",
+            Self::NotHere => crate::cluster::forward::NOT_HERE,
+            Self::RelayUnreachable => "relay-unreachable",
             Self::TunnelNotFound => "tunnel-not-found",
             Self::AgentUnavailable => "agent-unavailable",
             Self::LocalRefused => "local-refused",
@@ -78,6 +86,8 @@ impl EdgeError {
             Self::BadTarget => "Bad request target",
             Self::UpgradeWithBody => "Upgrade with a body",
             Self::MethodNotAllowed => "Method not allowed",
+            Self::NotHere => "Not on this relay",
+            Self::RelayUnreachable => "Tunnel unreachable",
             Self::TunnelNotFound => "No tunnel here",
             Self::AgentUnavailable => "Tunnel offline",
             Self::LocalRefused => "Local service unreachable",
@@ -98,6 +108,10 @@ impl EdgeError {
             Self::BadTarget => "The request target is malformed.",
             Self::UpgradeWithBody => "A request that asks to switch protocols must not carry a body.",
             Self::MethodNotAllowed => "This relay forwards requests to tunnels; it is not a forward proxy (CONNECT).",
+            Self::NotHere => "This relay does not hold the tunnel.",
+            Self::RelayUnreachable => {
+                "The tunnel's client is connected to another relay of this cluster, which cannot be reached right now. Try again shortly."
+            }
             Self::TunnelNotFound => "No tunnel is registered under this name.",
             Self::AgentUnavailable => {
                 "The tunnel exists, but its client is not connected right now. Try again shortly."
@@ -135,7 +149,7 @@ pub fn page(err: EdgeError, host: Option<&str>) -> Response<Full<Bytes>> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("postern-error", HeaderValue::from_static(err.code()));
     match err {
-        EdgeError::QuotaExceeded | EdgeError::AgentBusy => {
+        EdgeError::QuotaExceeded | EdgeError::AgentBusy | EdgeError::RelayUnreachable => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         EdgeError::Unauthorized => {

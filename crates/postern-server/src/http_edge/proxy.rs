@@ -25,6 +25,7 @@ use tracing::debug;
 use super::pages::{page, EdgeError};
 use crate::access::forward_auth::Asking;
 use crate::agent::OpenError;
+use crate::cluster::forward::Forwarded;
 use crate::config::RelayConfig;
 use crate::metrics::RelayMetrics;
 use crate::tunnel::admit::{Admitted, Gate, Refusal, Via};
@@ -50,6 +51,18 @@ pub struct Edge {
     pub gate: Arc<Gate>,
     /// The ACME manager, whose HTTP-01 challenges the edge answers.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// The cluster, on a clustered relay: requests for names held elsewhere are forwarded.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// Where a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// A public client of this relay.
+    Public,
+    /// Another relay of the cluster, which accepted it and forwarded it here: answered here or
+    /// not at all, never forwarded again.
+    Peer,
 }
 
 fn own(resp: Response<Full<Bytes>>) -> Response<EdgeBody> {
@@ -68,9 +81,18 @@ pub async fn handle(
     secure: bool,
 ) -> Result<Response<EdgeBody>, Infallible> {
     let started = std::time::Instant::now();
-    let (kind, resp) = forward(req, &edge, peer, secure).await;
+    let (kind, resp) = forward(req, &edge, peer, secure, Hop::Public).await;
     edge.registry.metrics().http_answered(kind, resp.status().as_u16(), started.elapsed());
     Ok(resp)
+}
+
+/// A request another relay of the cluster forwarded here (see `cluster::serve`), for the
+/// visitor `peer` who reached that relay over HTTPS when `secure`.
+pub async fn handle_peer(req: Request<Incoming>, edge: &Edge, peer: SocketAddr, secure: bool) -> Response<EdgeBody> {
+    let started = std::time::Instant::now();
+    let (kind, resp) = forward(req, edge, peer, secure, Hop::Peer).await;
+    edge.registry.metrics().http_answered(kind, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 /// Keeps a request counted as open, and what admission gave it held, until the response body
@@ -146,6 +168,7 @@ async fn forward(
     edge: &Edge,
     peer: SocketAddr,
     secure: bool,
+    hop: Hop,
 ) -> (&'static str, Response<EdgeBody>) {
     // CONNECT asks the relay to be a forward proxy, whatever host it names: it is not one.
     if req.method() == Method::CONNECT {
@@ -160,7 +183,8 @@ async fn forward(
     };
     let routed = route::route(&head, &edge.config.domain);
     // ACME HTTP-01 challenges, for any host, before redirects (the CA asks over plain HTTP).
-    if let (Some(acme), false, Ok(_)) = (&edge.acme, secure, &routed) {
+    // The entry relay of a forwarded request has answered those already.
+    if let (Some(acme), false, Ok(_), Hop::Public) = (&edge.acme, secure, &routed, hop) {
         if let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PATH) {
             if let Some(key_auth) = acme.key_authorization(token) {
                 return (RELAY, challenge_response(key_auth));
@@ -180,22 +204,35 @@ async fn forward(
         Path::Origin(p) => p,
         Path::Asterisk => "*".to_string(),
     };
-    if !secure && edge.config.http_redirect && path != "*" {
+    if !secure && edge.config.http_redirect && path != "*" && hop == Hop::Public {
         if let Some(port) = edge.https_port {
             return (RELAY, redirect(&host, &path, port));
         }
     }
-    let Some(tunnel) = edge.registry.get(&key).filter(|t| t.info.kind == TunnelKind::Http) else {
-        return (RELAY, error(EdgeError::TunnelNotFound, Some(&host)));
-    };
-    if path == "*" {
-        return (RELAY, options_asterisk());
-    }
-    let upgrading = req.version() <= Version::HTTP_11 && upgrade_protocol(req.headers()).is_some();
+    // A forwarded upgrade arrives as HTTP/2 (on its CONNECT stream), a public one as HTTP/1.1.
+    let upgrading =
+        (req.version() <= Version::HTTP_11 || hop == Hop::Peer) && upgrade_protocol(req.headers()).is_some();
     if upgrading && has_body(req.headers()) {
         return (RELAY, error(EdgeError::UpgradeWithBody, Some(&host)));
     }
     let kind = if upgrading { "upgrade" } else { "http" };
+    let Some(tunnel) = edge.registry.get(&key).filter(|t| t.info.kind == TunnelKind::Http) else {
+        return match (hop, &edge.cluster) {
+            (Hop::Peer, _) => (RELAY, error(EdgeError::NotHere, Some(&host))),
+            (Hop::Public, Some(cluster)) if path != "*" => {
+                let proto = if upgrading { upgrade_protocol(req.headers()) } else { None };
+                match cluster.forward_http(req, &key, &host, &path, peer, secure, proto).await {
+                    Forwarded::Answer(resp) => (kind, resp),
+                    Forwarded::NoRoute => (RELAY, error(EdgeError::TunnelNotFound, Some(&host))),
+                    Forwarded::Unreachable => (RELAY, error(EdgeError::RelayUnreachable, Some(&host))),
+                }
+            }
+            _ => (RELAY, error(EdgeError::TunnelNotFound, Some(&host))),
+        };
+    };
+    if path == "*" {
+        return (RELAY, options_asterisk());
+    }
     (kind, proxy(req, edge, peer, secure, tunnel, host, path, kind).await)
 }
 

@@ -153,13 +153,17 @@ async fn reserve(
     let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     let tunnel = match spec.kind {
         TunnelKind::Tcp => {
-            let leased = registration.leases().port_for(owner, who.instance(), spec.local_port);
+            let mut leased = registration.leases().port_for(owner, who.instance(), spec.local_port);
+            if let (None, Some(cluster)) = (leased, &shared.cluster) {
+                leased = cluster.leased_port(owner, who.instance(), spec.local_port).await;
+            }
             let open = TcpOpen {
                 config: &shared.config,
                 identity: who.identity,
                 quota: who.quota.clone(),
                 requested: spec.remote_port,
                 leased,
+                cluster: shared.cluster.as_deref(),
             };
             let member = Some(Member::Agent(agent.clone()));
             open::tcp(open, info, member, registration, shape).await.map_err(|e| (e.code(), e.to_string()))?

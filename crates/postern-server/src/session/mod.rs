@@ -59,6 +59,8 @@ pub struct Shared {
     pub domains: crate::domains::DomainPolicy,
     /// Gets certificates for granted custom domains, when ACME is on.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// The cluster, on a clustered relay: names and ports are claimed there too.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Scheme and port of public HTTP URLs.
@@ -241,6 +243,14 @@ async fn serve(
         Ok(g) => g,
         Err((code, msg)) => return Err(refuse_with(&mut tls, shared, code, msg).await),
     };
+    if let Some(cluster) = &shared.cluster {
+        if let Err((code, msg)) = cluster.claim(registration.tunnels(), &identity).await {
+            // Dropping the registration lets the names and ports go here (and the directory's
+            // announcement of that restores any port this relay was forwarding).
+            drop(registration);
+            return Err(refuse_with(&mut tls, shared, code, msg).await);
+        }
+    }
     let welcome = Welcome {
         session_id: session_id.clone(),
         client_id: client_id.clone(),

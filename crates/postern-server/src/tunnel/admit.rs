@@ -5,6 +5,9 @@
 //! (`--max-public-connections`); HTTP takes both once per connection ([`Gate::connection`]),
 //! the TCP edge and bore once per connection they hand to a tunnel.
 //!
+//! A connection another relay of the cluster accepted took those places there; it arrives
+//! here already capped (`Via::Peer`).
+//!
 //! Entering a **tunnel** ([`Gate::admit_public`]), in this order:
 //!
 //! 1. the tunnel's and the operator's address rules ([`access::check_ip`]);
@@ -86,6 +89,10 @@ pub enum Via<'a> {
     Bore,
     /// An HTTP request, on a connection that [`Gate::connection`] already admitted.
     Http(Asking<'a>),
+    /// A TCP connection another relay of the cluster accepted (and capped) and forwarded here.
+    Peer,
+    /// The same, for a bore tunnel.
+    PeerBore,
 }
 
 /// What an admitted connection or request holds; dropping it gives everything back.
@@ -161,7 +168,7 @@ impl Gate {
 
     /// Lets a visitor from `peer` into `tunnel`, or says why not.
     pub async fn admit_public(&self, tunnel: &Tunnel, peer: SocketAddr, via: Via<'_>) -> Result<Admitted, Refusal> {
-        let connection = !matches!(via, Via::Http(_));
+        let connection = matches!(via, Via::TcpEdge | Via::Bore);
         let result = self.admit(tunnel, peer, via).await;
         match result {
             Err(why) if connection => Err(self.refused(peer, why)),
@@ -171,8 +178,8 @@ impl Gate {
 
     async fn admit(&self, tunnel: &Tunnel, peer: SocketAddr, via: Via<'_>) -> Result<Admitted, Refusal> {
         let address = match via {
-            Via::Http(_) => None,
-            _ => Some(self.ip_limits.admit(peer.ip()).ok_or(Refusal::PerIpCap)?),
+            Via::TcpEdge | Via::Bore => Some(self.ip_limits.admit(peer.ip()).ok_or(Refusal::PerIpCap)?),
+            Via::Http(_) | Via::Peer | Via::PeerBore => None,
         };
         let policies = self.policies.matching(&tunnel.info.id);
         access::check_ip(&tunnel.access, &policies, peer.ip()).map_err(|_| Refusal::NotAllowed)?;
@@ -203,7 +210,7 @@ impl Gate {
             }
         };
         let (member, slot) = match via {
-            Via::Bore => (None, None),
+            Via::Bore | Via::PeerBore => (None, None),
             _ => match tunnel.pick() {
                 Ok((m, slot)) => (Some(m), Some(slot)),
                 Err(true) => return Err(Refusal::AgentBusy),

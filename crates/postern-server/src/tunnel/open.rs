@@ -5,7 +5,8 @@
 //! 2. The token's tunnel quota gives a slot.
 //! 3. A public port is bound: the one asked for; else the one this client had before, if it is
 //!    still free; else a free port of the range that nobody holds a lease on. So a tunnel is
-//!    never promised a port the relay does not hold.
+//!    never promised a port the relay does not hold. In a cluster, a port this relay forwards
+//!    for a tunnel held elsewhere is let go first (the directory then decides who owns it).
 //! 4. The tunnel is named `tcp-<port>`, gets its URL, and is registered.
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub struct TcpOpen<'a> {
     pub requested: Option<u16>,
     /// The port this client had before (its lease), tried first when none is asked for.
     pub leased: Option<u16>,
+    /// The cluster, on a clustered relay (its forwarding listeners).
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 /// Opens and registers a TCP tunnel described by `info` (its name, URL and public port are
@@ -90,7 +93,7 @@ pub async fn tcp(
     registration: &mut Registration,
     shape: impl FnOnce(&mut Tunnel),
 ) -> Result<Arc<Tunnel>, OpenRefusal> {
-    let TcpOpen { config, identity, quota, requested, leased } = open;
+    let TcpOpen { config, identity, quota, requested, leased, cluster } = open;
     let leases = registration.leases().clone();
     if let Some(port) = requested {
         if !config.tcp_ports.contains(port) {
@@ -104,6 +107,9 @@ pub async fn tcp(
         }
     }
     let slot = quota.as_ref().map(|q| q.add_tunnel()).transpose()?;
+    if let (Some(cluster), Some(port)) = (cluster, requested.or(leased)) {
+        cluster.ports.release(port).await;
+    }
     let listener = bind(config, requested, leased, &leases).await?;
     let port = listener.local_addr().map_err(|e| OpenRefusal::Unavailable(e.to_string()))?.port();
     info.name = hostname::tcp_name(port);

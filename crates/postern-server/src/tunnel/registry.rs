@@ -70,6 +70,8 @@ pub struct Registry {
     announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
     leases: Arc<Leases>,
+    /// Told the names whose member count changed (a clustered relay's directory follows).
+    route_changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Registry {
@@ -84,7 +86,22 @@ impl Registry {
             announcing: Mutex::new(()),
             metrics,
             leases,
+            route_changes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, sends the names (and aliases, custom domains) of every tunnel that loses a
+    /// member or goes away to `tx`.
+    pub fn on_route_change(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.route_changes.set(tx);
+    }
+
+    fn route_changed(&self, t: &Tunnel) {
+        if let Some(tx) = self.route_changes.get() {
+            for key in [Some(&t.info.name), t.alias.get(), t.domain.get()].into_iter().flatten() {
+                let _ = tx.send(key.clone());
+            }
+        }
     }
 
     /// The name leases.
@@ -196,6 +213,7 @@ impl Registry {
         if empty {
             self.remove(name)
         } else {
+            self.route_changed(&t);
             self.changes.send_modify(|n| *n += 1);
             None
         }
@@ -209,10 +227,19 @@ impl Registry {
                 self.tunnels.remove_if(alias, |_, a| Arc::ptr_eq(a, &t));
             }
             let was_live = !t.closed.is_cancelled() && t.announced.load(Ordering::Relaxed);
+            let promised = t.announced.load(Ordering::Relaxed);
             drop(t.listener.lock().unwrap_or_else(|p| p.into_inner()).take());
             t.closed.cancel();
             drop(t.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+            // A name is kept for its owner only once it was promised (a refused session's
+            // reservations simply go).
             match t.info.public_port {
+                _ if !promised => {
+                    self.leases.forget(&t.info.name, t.info.public_port);
+                    for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
+                        self.leases.forget(alias, None);
+                    }
+                }
                 Some(port) => self.leases.release_port(port),
                 None => {
                     self.leases.release_name(&t.info.name);
@@ -223,6 +250,7 @@ impl Registry {
             }
             self.metrics.tunnels.with_label_values(&[t.info.kind.as_str()]).dec();
             self.metrics.forget_tunnel(&t.info.name);
+            self.route_changed(&t);
             if was_live {
                 self.announce(EventKind::TunnelDown, &t.info.owner, Some(t.info.clone()), None);
             } else {
@@ -335,6 +363,11 @@ impl Registration {
         self.registry.leases()
     }
 
+    /// The tunnels this session serves.
+    pub fn tunnels(&self) -> &[Arc<Tunnel>] {
+        &self.tunnels
+    }
+
     /// Registers a new tunnel under its name.
     pub fn insert(&mut self, tunnel: Tunnel) -> Result<Arc<Tunnel>, NameTaken> {
         let t = self.registry.insert(tunnel)?;
@@ -372,7 +405,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         for t in &self.tunnels {
-            if self.registry.leave(&t.info.name, &self.session_id).is_some() {
+            if self.registry.leave(&t.info.name, &self.session_id).is_some() && t.announced.load(Ordering::Relaxed) {
                 tracing::info!(tunnel = %t.info.name, "tunnel down");
             }
         }

@@ -1,0 +1,278 @@
+//! The entry side of forwarding: a public request or connection for a name no local tunnel
+//! holds goes, over a peer link, to a relay that holds it. The entry relay has done the
+//! per-connection work (TLS, address caps, redirects, ACME answers); the relay holding the
+//! agent does the per-tunnel work (access rules, policies, forward-auth, quotas, stats), on the
+//! very code path its own public listeners use.
+//!
+//! What travels is HTTP/2 over the peer link, so hyper carries bodies, trailers and flow control
+//! end to end:
+//!
+//! - an HTTP request goes as itself, marked `postern-fwd: http` with the visitor's address and
+//!   scheme (`postern-fwd-peer`, `postern-fwd-proto`);
+//! - an upgrade (WebSocket) goes as an HTTP/2 `CONNECT` marked `postern-fwd: upgrade`, with
+//!   the original method, path and protocol; the peer answers `200` with `postern-status: 101`
+//!   when the local service switched, and both sides then splice bytes;
+//! - a TCP connection (a TCP or bore tunnel) goes as a `CONNECT` marked `postern-fwd: tcp`.
+//!
+//! The public can never set these headers: every `postern-` header of public input is removed
+//! first. A peer answers a name it does not hold with `421` and `postern-error: not-here`; the
+//! entry relay then forgets the route and, when nothing has been sent yet (no body), tries
+//! another relay once. Otherwise the visitor gets `503 relay-unreachable`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
+use postern_proto::stream;
+use postern_transport::headers::{strip_for_forwarding, strip_prefixed};
+use postern_transport::pipe::pipe;
+use postern_transport::splice::NoMeter;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::links::ForwardBody;
+use super::Cluster;
+
+/// Marks a forwarded stream and says what it is: `http`, `upgrade`, `tcp` or `admin`.
+pub const FWD: &str = "postern-fwd";
+/// The visitor's address, `ip:port`.
+pub const FWD_PEER: &str = "postern-fwd-peer";
+/// `https` or `http`: how the visitor reached the entry relay.
+pub const FWD_PROTO: &str = "postern-fwd-proto";
+/// For upgrades: the original method.
+pub const FWD_METHOD: &str = "postern-fwd-method";
+/// For upgrades: the original path and query.
+pub const FWD_PATH: &str = "postern-fwd-path";
+/// The `postern-error` code of a peer that does not hold the name.
+pub const NOT_HERE: &str = "not-here";
+
+/// How a forwarded stream turned out, for the caller's answer.
+#[derive(Debug)]
+pub enum Forwarded<T> {
+    /// No relay holds the name (a 404 for the caller to give).
+    NoRoute,
+    /// Relays hold it but none could be reached (a 503).
+    Unreachable,
+    /// The peer's answer.
+    Answer(T),
+}
+
+fn empty() -> ForwardBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn not_here<B>(resp: &Response<B>) -> bool {
+    resp.headers().get("postern-error").is_some_and(|v| v == NOT_HERE)
+}
+
+impl Cluster {
+    /// The link to `relay`.
+    async fn link(
+        &self,
+        relay: &str,
+    ) -> Result<hyper::client::conn::http2::SendRequest<ForwardBody>, super::links::LinkError> {
+        let node = self.routes.resolve(&self.store, relay).await;
+        self.links.get(relay, node).await
+    }
+
+    /// The relays to try for `name`, this one excluded, rotated so streams spread over them.
+    async fn targets(&self, name: &str) -> Vec<String> {
+        let mut relays = self.routes.lookup(&self.store, name).await.unwrap_or_default();
+        if relays.len() > 1 {
+            let turn = rand::random_range(0..relays.len());
+            relays.rotate_left(turn);
+        }
+        relays
+    }
+
+    /// Sends `make(body)` to the relays holding `name`: the first, then (only while the body
+    /// can be sent again, that is when there is none) another after a `not-here` or a failed
+    /// link.
+    async fn send(
+        &self,
+        name: &str,
+        make: impl Fn() -> Request<()>,
+        body: Option<ForwardBody>,
+    ) -> Forwarded<Response<Incoming>> {
+        let relays = self.targets(name).await;
+        if relays.is_empty() {
+            return Forwarded::NoRoute;
+        }
+        let retryable = body.is_none();
+        let mut body = body;
+        for (attempt, relay) in relays.iter().take(2).enumerate() {
+            if attempt > 0 && !retryable {
+                break;
+            }
+            let mut link = match self.link(relay).await {
+                Ok(l) => l,
+                Err(e) => {
+                    debug!(%relay, error = %e, "peer unreachable");
+                    continue;
+                }
+            };
+            let (parts, ()) = make().into_parts();
+            let req = Request::from_parts(parts, body.take().unwrap_or_else(empty));
+            let started = Instant::now();
+            self.metrics.cluster.forwarded.with_label_values(&["out"]).inc();
+            match link.send_request(req).await {
+                Ok(resp) if not_here(&resp) => {
+                    self.routes.invalidate(name);
+                    debug!(%relay, %name, "peer does not hold the name any more");
+                }
+                Ok(resp) => {
+                    self.metrics.cluster.forward_duration.observe(started.elapsed().as_secs_f64());
+                    return Forwarded::Answer(resp);
+                }
+                Err(e) => {
+                    debug!(%relay, error = %e, "forwarding failed");
+                    self.links.forget(relay);
+                }
+            }
+        }
+        Forwarded::Unreachable
+    }
+
+    /// Forwards a public HTTP request (or, with `upgrade`, a WebSocket or other upgrade) for
+    /// `name`, which no local tunnel holds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_http(
+        &self,
+        mut req: Request<Incoming>,
+        name: &str,
+        host: &str,
+        path: &str,
+        peer: SocketAddr,
+        secure: bool,
+        upgrade: Option<HeaderValue>,
+    ) -> Forwarded<Response<ForwardBody>> {
+        let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        strip_prefixed(&mut parts.headers, stream::PREFIX);
+        let mark = |h: &mut HeaderMap, kind: &'static str| {
+            h.insert(FWD, HeaderValue::from_static(kind));
+            h.insert(FWD_PROTO, HeaderValue::from_static(if secure { "https" } else { "http" }));
+            if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+                h.insert(FWD_PEER, v);
+            }
+        };
+        let Some(proto) = upgrade else {
+            mark(&mut parts.headers, "http");
+            let has_body = !body.is_end_stream();
+            let body = has_body.then(|| body.map_err(Into::into).boxed());
+            // HTTP/2 wants an absolute target; the host stays the visitor's.
+            let uri: http::Uri = format!("http://{host}{path}").parse().unwrap_or_default();
+            let make = || {
+                let mut r = Request::new(());
+                *r.method_mut() = parts.method.clone();
+                *r.uri_mut() = uri.clone();
+                *r.headers_mut() = parts.headers.clone();
+                r
+            };
+            return match self.send(name, make, body).await {
+                Forwarded::Answer(resp) => Forwarded::Answer(resp.map(|b| b.map_err(Into::into).boxed())),
+                Forwarded::NoRoute => Forwarded::NoRoute,
+                Forwarded::Unreachable => Forwarded::Unreachable,
+            };
+        };
+        // An upgrade: CONNECT to the peer, carrying the original request.
+        strip_for_forwarding(&mut parts.headers);
+        mark(&mut parts.headers, "upgrade");
+        parts.headers.insert(stream::UPGRADE, proto.clone());
+        parts.headers.insert(
+            FWD_METHOD,
+            HeaderValue::from_str(parts.method.as_str()).unwrap_or(HeaderValue::from_static("GET")),
+        );
+        if let Ok(v) = HeaderValue::from_str(path) {
+            parts.headers.insert(FWD_PATH, v);
+        }
+        let authority: http::Uri = host.parse().unwrap_or_default();
+        let make = || {
+            let mut r = Request::new(());
+            *r.method_mut() = Method::CONNECT;
+            *r.uri_mut() = authority.clone();
+            *r.headers_mut() = parts.headers.clone();
+            r
+        };
+        let mut resp = match self.send(name, make, None).await {
+            Forwarded::Answer(resp) => resp,
+            Forwarded::NoRoute => return Forwarded::NoRoute,
+            Forwarded::Unreachable => return Forwarded::Unreachable,
+        };
+        if resp.status() != StatusCode::OK || resp.headers().get(stream::STATUS).map(|v| v.as_bytes()) != Some(b"101") {
+            return Forwarded::Answer(resp.map(|b| b.map_err(Into::into).boxed()));
+        }
+        let peer_side = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        strip_for_forwarding(&mut parts.headers);
+        parts.status = StatusCode::SWITCHING_PROTOCOLS;
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+        if let Some(public_side) = on_upgrade {
+            tokio::spawn(async move {
+                let (Ok(public), Ok(peer)) = (public_side.await, peer_side.await) else {
+                    debug!("an upgrade through a peer did not complete");
+                    return;
+                };
+                let (public, peer) = (TokioIo::new(public), TokioIo::new(peer));
+                if let Err(e) = pipe(tokio::io::split(public), tokio::io::split(peer), &NoMeter).await {
+                    debug!(error = %e, "forwarded upgrade ended with an error");
+                }
+            });
+        }
+        Forwarded::Answer(Response::from_parts(parts, empty()))
+    }
+
+    /// Forwards a public TCP connection to the relay holding TCP tunnel `name`, and copies
+    /// bytes both ways (with half-close) until both sides are done.
+    pub async fn forward_tcp(&self, public: TcpStream, name: &str, peer: SocketAddr) -> Forwarded<()> {
+        let make = || {
+            let mut r = Request::new(());
+            *r.method_mut() = Method::CONNECT;
+            *r.uri_mut() = http::Uri::from_static("relay:0");
+            let h = r.headers_mut();
+            h.insert(FWD, HeaderValue::from_static("tcp"));
+            if let Ok(v) = HeaderValue::from_str(name) {
+                h.insert(stream::TUNNEL, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+                h.insert(FWD_PEER, v);
+            }
+            r
+        };
+        let mut resp = match self.send(name, make, None).await {
+            Forwarded::Answer(r) => r,
+            Forwarded::NoRoute => return Forwarded::NoRoute,
+            Forwarded::Unreachable => return Forwarded::Unreachable,
+        };
+        if resp.status() != StatusCode::OK {
+            debug!(status = %resp.status(), "the peer refused a forwarded connection");
+            return Forwarded::Answer(());
+        }
+        let Ok(upgraded) = hyper::upgrade::on(&mut resp).await else { return Forwarded::Answer(()) };
+        let _ = public.set_nodelay(true);
+        if let Err(e) = pipe(public.into_split(), tokio::io::split(TokioIo::new(upgraded)), &NoMeter).await {
+            debug!(error = %e, "forwarded connection ended with an error");
+        }
+        Forwarded::Answer(())
+    }
+
+    /// Sends a request for the admin API of relay `relay` (fan-out of the cluster-wide views).
+    pub async fn ask_peer(&self, relay: &str, method: Method, path: &str) -> Option<Bytes> {
+        let mut link = self.link(relay).await.ok()?;
+        let mut req = Request::new(empty());
+        *req.method_mut() = method;
+        *req.uri_mut() = format!("http://relay{path}").parse().ok()?;
+        req.headers_mut().insert(FWD, HeaderValue::from_static("admin"));
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), link.send_request(req)).await.ok()?.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        Some(resp.into_body().collect().await.ok()?.to_bytes())
+    }
+}
