@@ -3,134 +3,20 @@
 (tcp and noise transports), all on 127.0.0.1, in one run.
 
 Each path is measured in interleaved rounds (direct, postern-tcp, postern-http, bore,
-rathole-tcp, rathole-noise, then again) and the median is reported, with ratios against direct
-and against each peer. Tools: nginx (1 KiB and 1 MiB files), iperf3, wrk. Writes a markdown
+rathole-tcp, rathole-noise, the two cluster paths of benches/cluster.py when redis-server is
+installed, then again) and the median is reported, with ratios against direct, against each
+peer, and of the forwarded cluster path against the local one. Tools: nginx (1 KiB and 1 MiB files), iperf3, wrk. Writes a markdown
 table (stdout, and into docs/benchmarks.md between the BENCH markers with --write).
 
 Usage: benches/e2e.py [--rounds 3] [--seconds 5] [--peers DIR] [--write]
 """
-import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-class Procs:
-    """Child processes, each writing to its own log file (a pipe nobody reads would fill up and
-    stall the process under load)."""
-
-    def __init__(self, work):
-        self.procs = []
-        self.work = work
-
-    def start(self, args, **kw):
-        log = os.path.join(self.work, f"proc-{len(self.procs)}.log")
-        p = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True, **kw)
-        p.log = log
-        self.procs.append(p)
-        return p
-
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def read_until(proc, pattern, timeout=30, skip=0):
-    """The `skip`-th match of `pattern` in the process's output, waiting for it."""
-    deadline = time.time() + timeout
-    rx = re.compile(pattern)
-    while time.time() < deadline:
-        with open(proc.log) as f:
-            found = [m for m in (rx.search(line) for line in f) if m]
-        if len(found) > skip:
-            return found[skip]
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited before printing {pattern}: {open(proc.log).read()[-2000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {pattern}")
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-def iperf(port, seconds, streams=1):
-    out = subprocess.run(
-        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J", "-O", "1"],
-        capture_output=True, text=True, timeout=seconds + 30)
-    data = json.loads(out.stdout)
-    if "error" in data:
-        raise RuntimeError(data["error"])
-    return data["end"]["sum_received"]["bits_per_second"] / 8 / 1e9  # GB/s
-
-
-def wrk(port, path, seconds, conns, threads, host=None, close=False, latency=False):
-    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
-    if latency:
-        args.append("--latency")
-    if host:
-        args += ["-H", f"Host: {host}"]
-    if close:
-        args += ["-H", "Connection: close"]
-    args.append(f"http://127.0.0.1:{port}{path}")
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    rps = float(m.group(1)) if m else 0.0
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors and int(errors.group(1)) > 0:
-        probe = subprocess.run(["curl", "-si", "-H", f"Host: {host or '127.0.0.1'}", f"http://127.0.0.1:{port}{path}"],
-                               capture_output=True, text=True).stdout[:300]
-        raise RuntimeError(f"wrk saw {errors.group(1)} errors on port {port}{path}; a probe got: {probe}")
-
-    def pct(name):
-        m = re.search(rf"\s{name}%\s+([\d.]+)(us|ms|s)", out)
-        if not m:
-            return None
-        v, unit = float(m.group(1)), m.group(2)
-        return v * {"us": 1, "ms": 1000, "s": 1e6}[unit]
-
-    return rps, pct("50"), pct("99")
-
-
-def hold_idle(port, n):
-    """Opens n idle connections to port; returns the sockets."""
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        socks.append(s)
-    time.sleep(1.0)
-    return socks
+from benchlib import Procs, free_port, hold_idle, iperf, read_until, rss_kib, start_agent, wait_port, wrk
+from cluster import start_cluster
 
 
 def start_postern(procs, work, binary, tag):
@@ -141,25 +27,8 @@ def start_postern(procs, work, binary, tag):
                          "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}", "--tcp-ports", "0",
                          "--state-dir", state, "--log", "warn", "--max-connections-per-ip", "100000"])
     read_until(relay, r"agents connect to")
-    ca = os.path.join(state, "ca.pem")
-    conf = os.path.join(work, f"client-{tag}.toml")
-    with open(conf, "w") as f:
-        f.write(f"""server = "localhost:{ctrl}"
-ca = "{ca}"
-client_id = "bench"
-local_host = "127.0.0.1"
-[[tunnel]]
-kind = "tcp"
-port = {PORTS["iperf"]}
-[[tunnel]]
-kind = "tcp"
-port = {PORTS["nginx"]}
-[[tunnel]]
-kind = "http"
-port = {PORTS["nginx"]}
-""")
-    agent = procs.start([binary, "start", "--config", conf], env={**os.environ, "POSTERN_LOG": "warn"})
-    urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(3)]
+    tunnels = [("tcp", PORTS["iperf"]), ("tcp", PORTS["nginx"]), ("http", PORTS["nginx"])]
+    agent, urls = start_agent(procs, work, binary, tag, ctrl, os.path.join(state, "ca.pem"), tunnels)
     return dict(relay=relay, agent=agent, iperf=int(urls[0].rsplit(":", 1)[1]), tcp=int(urls[1].rsplit(":", 1)[1]),
                 host=urls[2].split("://", 1)[1].split(":")[0], http=http_port)
 
@@ -215,6 +84,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
         relay, agent = pst["relay"], pst["agent"]
         p_iperf, p_ng_tcp, p_host, http_port = pst["iperf"], pst["tcp"], pst["host"], pst["http"]
         cand = start_postern(procs, work, a.candidate, "cand") if a.candidate else None
+        cluster = start_cluster(procs, work, postern, PORTS)
 
         # bore (plaintext) to iperf3 and nginx.
         bore_srv = procs.start([bore, "server", "--min-port", "30000", "--max-port", "39999"])
@@ -275,6 +145,8 @@ local_addr = "127.0.0.1:{ng_port}"
             "rathole tcp": dict(iperf=rat["tcp"][0], http=rat["tcp"][1], host=None),
             "rathole noise": dict(iperf=rat["noise"][0], http=rat["noise"][1], host=None),
         }
+        if cluster:
+            paths.update(cluster)
         if cand:
             paths["candidate tcp"] = dict(iperf=cand["iperf"], http=cand["tcp"], host=None)
             paths["candidate http"] = dict(iperf=None, http=cand["http"], host=cand["host"])
@@ -291,8 +163,9 @@ local_addr = "127.0.0.1:{ng_port}"
             for name, p in paths.items():
                 res = results[name]
                 if p["iperf"]:
-                    res["single GB/s"].append(iperf(p["iperf"], s))
-                    res["4-stream GB/s"].append(iperf(p["iperf"], s, 4))
+                    ip = p.get("tcp_ip", "127.0.0.1")
+                    res["single GB/s"].append(iperf(p["iperf"], s, ip=ip))
+                    res["4-stream GB/s"].append(iperf(p["iperf"], s, 4, ip=ip))
                 rps, _, _ = wrk(p["http"], "/1k", s, 32, 2, p["host"])
                 res["keep-alive req/s"].append(rps)
                 if name == "postern tcp":
@@ -346,6 +219,18 @@ local_addr = "127.0.0.1:{ng_port}"
         for x, ms in (("postern tcp", metrics[:4]), ("postern http", metrics[2:4])):
             for m in ms:
                 lines.append(f"| {x} {m} | " + " | ".join(ratio(x, q, m) for q in peers) + " |")
+        if "cluster forwarded" in med and "cluster local" in med:
+            lines.append("")
+            lines.append("Cluster: entering at relay B (forwarded over the peer link) against entering at relay A "
+                         "(the agent's relay), same run:")
+            lines.append("")
+            lines.append("| metric | forwarded / local | goal |")
+            lines.append("|---|---|---|")
+            for m, goal in (("single GB/s", "≥ 0.6×"), ("4-stream GB/s", ""), ("keep-alive req/s", "≥ 0.6×"),
+                            ("new-conn req/s", "")):
+                lines.append(f"| {m} | {ratio('cluster forwarded', 'cluster local', m)} | {goal} |")
+            fwd, loc = med["cluster forwarded"]["p50 µs"], med["cluster local"]["p50 µs"]
+            lines.append(f"| p50 added by forwarding | {fwd - loc:+.0f} µs | ≤ 150 µs |")
         if cand:
             lines.append("")
             lines.append(f"Candidate `{a.candidate}` against this build (A/B, same run):")

@@ -26,6 +26,8 @@ fn compose_and_kubernetes_files_parse() {
     assert_eq!(parse_yaml(&repo().join("deploy/compose.yaml")), 1);
     assert_eq!(parse_yaml(&repo().join("deploy/kubernetes/relay.yaml")), 5);
     assert_eq!(parse_yaml(&repo().join("deploy/kubernetes/workload-with-client.yaml")), 2);
+    assert_eq!(parse_yaml(&repo().join("deploy/cluster/compose.yaml")), 1);
+    assert_eq!(parse_yaml(&repo().join("deploy/kubernetes/cluster.yaml")), 7);
 }
 
 #[test]

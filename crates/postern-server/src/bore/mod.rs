@@ -14,9 +14,14 @@
 //! A bore tunnel spends its token's quotas like any other: the tunnel quota when it opens, the
 //! stream quota for each public connection it holds, and the bandwidth quota as bytes move.
 //!
-//! The wire format is in `postern_proto::bore`; the secrets in [`secrets`].
+//! The wire format is in `postern_proto::bore`; the secrets in [`secrets`]; public connections
+//! waiting for their `Accept` in `waiting`.
 
 pub mod secrets;
+mod waiting;
+
+pub use waiting::{expire_unclaimed, hold_forwarded, PublicIo};
+use waiting::{hold, Unclaimed};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +43,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
 use crate::listener::serve_agents;
 use crate::quota::Quotas;
-use crate::tunnel::admit::{Admitted, Gate, Via};
+use crate::tunnel::admit::Gate;
 use crate::tunnel::open::{self, OpenRefusal, TcpOpen};
 use crate::tunnel::registry::{Registration, Registry};
 use crate::tunnel::stats::{StreamCount, TunnelMeter};
@@ -53,7 +58,7 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const UNCLAIMED: Duration = Duration::from_secs(10);
 
 /// Most public connections waiting to be claimed, relay-wide.
-const MAX_UNCLAIMED: usize = 4096;
+pub(crate) const MAX_UNCLAIMED: usize = 4096;
 
 /// What the bore endpoint needs from the relay.
 #[derive(Debug)]
@@ -79,26 +84,6 @@ pub struct BoreEdge {
     /// Each bore tunnel's control task, told about public connections other relays of the
     /// cluster forwarded here.
     forwarded: DashMap<String, tokio::sync::mpsc::Sender<Uuid>>,
-}
-
-/// A public connection's socket: one accepted here, or one another relay forwarded.
-pub trait PublicIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PublicIo for T {}
-
-/// A public connection waiting for its `Accept`. (The socket sits behind a mutex only so the
-/// map of waiting connections can be shared; it is taken out whole when claimed.)
-struct Unclaimed {
-    at: Instant,
-    stream: std::sync::Mutex<Box<dyn PublicIo>>,
-    tunnel: Arc<Tunnel>,
-    /// The relay's connection cap, the address's cap and the token's stream quota.
-    held: Admitted,
-}
-
-impl std::fmt::Debug for Unclaimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unclaimed").field("at", &self.at).field("tunnel", &self.tunnel.info.name).finish()
-    }
 }
 
 impl BoreEdge {
@@ -366,64 +351,6 @@ async fn control(
     edge.forwarded.remove(&tunnel.info.name);
     drop(registration);
     Ok(format!("tunnel on port {port}: {outcome}"))
-}
-
-/// Keeps a public connection for the client to claim; `None` if it is refused.
-async fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStream, from: SocketAddr) -> Option<Uuid> {
-    if edge.unclaimed.len() >= MAX_UNCLAIMED {
-        edge.registry.metrics().public_refused.with_label_values(&["agent_cap"]).inc();
-        debug!(%from, "public connection refused: too many waiting to be claimed");
-        return None;
-    }
-    let held = edge.gate.admit_public(tunnel, from, Via::Bore).await.ok()?;
-    let _ = public.set_nodelay(true);
-    Some(keep(edge, tunnel, Box::new(public), held))
-}
-
-fn keep(edge: &BoreEdge, tunnel: &Arc<Tunnel>, stream: Box<dyn PublicIo>, held: Admitted) -> Uuid {
-    let id = Uuid::new_v4();
-    let stream = std::sync::Mutex::new(stream);
-    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), stream, tunnel: tunnel.clone(), held });
-    id
-}
-
-/// Keeps a public connection another relay of the cluster accepted (and this relay admitted)
-/// for the bore client of `tunnel` to claim, and tells that client about it.
-pub fn hold_forwarded(
-    edge: &BoreEdge,
-    tunnel: &Arc<Tunnel>,
-    stream: Box<dyn PublicIo>,
-    from: SocketAddr,
-    held: Admitted,
-) {
-    let Some(tell) = edge.forwarded.get(&tunnel.info.name).map(|t| t.clone()) else { return };
-    if edge.unclaimed.len() >= MAX_UNCLAIMED {
-        edge.registry.metrics().public_refused.with_label_values(&["agent_cap"]).inc();
-        debug!(%from, "forwarded connection refused: too many waiting to be claimed");
-        return;
-    }
-    let id = keep(edge, tunnel, stream, held);
-    if tell.try_send(id).is_err() {
-        edge.unclaimed.remove(&id);
-    }
-}
-
-/// Drops public connections nobody claimed within [`UNCLAIMED`]; runs until `shutdown`.
-pub async fn expire_unclaimed(edge: Arc<BoreEdge>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        edge.unclaimed.retain(|id, waiting| {
-            let keep = waiting.at.elapsed() < UNCLAIMED;
-            if !keep {
-                warn!(%id, tunnel = %waiting.tunnel.info.name, "closed a public connection nobody claimed");
-            }
-            keep
-        });
-    }
 }
 
 /// An accept connection: splices the claimed public connection with this one.

@@ -128,4 +128,49 @@ mod tests {
         let allowed = RelayConfig { allow_anonymous: true, ..RelayConfig::default() };
         assert!(allowed.anonymous_allowed("0.0.0.0:7000".parse().expect("addr")));
     }
+
+    fn clustered(edit: impl FnOnce(&mut RelayConfig)) -> Result<(), ConfigError> {
+        let mut cfg = RelayConfig {
+            cluster: Some("redis://127.0.0.1:6379".into()),
+            cluster_secret: Some("sixteen characters".into()),
+            relay_id: Some("a".into()),
+            ..RelayConfig::default()
+        };
+        edit(&mut cfg);
+        cfg.validate_cluster()
+    }
+
+    fn says(r: Result<(), ConfigError>, what: &str) {
+        match r {
+            Err(e) => assert!(e.to_string().contains(what), "{e} does not mention {what:?}"),
+            Ok(()) => panic!("accepted; expected an error about {what:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_a_usable_directory_a_secret_a_name_and_a_peer_address() {
+        assert!(clustered(|_| {}).is_ok());
+        assert!(clustered(|c| c.cluster = Some("rediss://user:pw@redis.internal:6380/0".into())).is_ok());
+        says(clustered(|c| c.cluster = Some("http://redis:6379".into())), "expected redis://HOST:PORT");
+        says(clustered(|c| c.cluster = Some("redis://".into())), "--cluster");
+        says(clustered(|c| c.cluster_secret = None), "--cluster-secret");
+        says(clustered(|c| c.cluster_secret = Some("short".into())), "at least 16 characters");
+        says(clustered(|c| c.relay_id = Some("Not A Label".into())), "--relay-id");
+        says(
+            clustered(|c| {
+                c.domain = "tunnel.example.com".into();
+            }),
+            "--peer-advertise",
+        );
+        assert!(clustered(|c| {
+            c.domain = "tunnel.example.com".into();
+            c.peer_advertise = Some("10.0.0.5:7002".into());
+        })
+        .is_ok());
+        says(clustered(|c| c.cluster_node_ttl = std::time::Duration::from_millis(500)), "--cluster-node-ttl");
+        // Without --cluster, none of this is looked at.
+        assert!(RelayConfig { cluster_secret: Some("short".into()), ..RelayConfig::default() }
+            .validate_cluster()
+            .is_ok());
+    }
 }
