@@ -4,8 +4,8 @@
 //! agent does the per-tunnel work (access rules, policies, forward-auth, quotas, stats), on the
 //! very code path its own public listeners use.
 //!
-//! What travels is HTTP/2 over the peer link, so hyper carries bodies, trailers and flow control
-//! end to end:
+//! What travels is HTTP/2 over the peer link, moved with the agent link's own code (`pump`,
+//! `H2Body`, `splice`), so bodies, trailers and flow control hold end to end:
 //!
 //! - an HTTP request goes as itself, marked `postern-fwd: http` with the visitor's address and
 //!   scheme (`postern-fwd-peer`, `postern-fwd-proto`);
@@ -23,20 +23,22 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use postern_proto::stream;
-use postern_transport::headers::{strip_for_forwarding, strip_prefixed};
-use postern_transport::pipe::pipe;
-use postern_transport::splice::NoMeter;
+use postern_transport::body::{pump, H2Body};
+use postern_transport::headers::{strip_for_forwarding, strip_hop_by_hop, strip_prefixed};
+use postern_transport::splice::{splice, NoMeter};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::links::ForwardBody;
 use super::Cluster;
+use crate::http_edge::proxy::EdgeBody;
 
 /// Marks a forwarded stream and says what it is: `http`, `upgrade`, `tcp` or `admin`.
 pub const FWD: &str = "postern-fwd";
@@ -62,7 +64,17 @@ pub enum Forwarded<T> {
     Answer(T),
 }
 
-fn empty() -> ForwardBody {
+/// What follows the head of a forwarded stream.
+enum Outgoing {
+    /// Nothing: the head ends the stream.
+    Nothing,
+    /// A request body, pumped on the stream as it arrives.
+    Body(Incoming),
+    /// Bytes to splice once the peer answers (a CONNECT): the stream stays open.
+    Open,
+}
+
+fn empty() -> EdgeBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
@@ -70,12 +82,12 @@ fn not_here<B>(resp: &Response<B>) -> bool {
     resp.headers().get("postern-error").is_some_and(|v| v == NOT_HERE)
 }
 
+/// The peer's answer, and the stream's sending half when it was left open.
+type Answered = (Response<RecvStream>, Option<SendStream<Bytes>>);
+
 impl Cluster {
     /// The link to `relay`.
-    async fn link(
-        &self,
-        relay: &str,
-    ) -> Result<hyper::client::conn::http2::SendRequest<ForwardBody>, super::links::LinkError> {
+    async fn link(&self, relay: &str) -> Result<SendRequest<Bytes>, super::links::LinkError> {
         let node = self.routes.resolve(&self.store, relay).await;
         self.links.get(relay, node).await
     }
@@ -90,48 +102,74 @@ impl Cluster {
         relays
     }
 
-    /// Sends `make(body)` to the relays holding `name`: the first, then (only while the body
-    /// can be sent again, that is when there is none) another after a `not-here` or a failed
+    /// Sends `make()` to the relays holding `name`: the first, then (only while nothing of the
+    /// visitor's has been sent, that is without a body) another after a `not-here` or a failed
     /// link.
-    async fn send(
-        &self,
-        name: &str,
-        make: impl Fn() -> Request<()>,
-        body: Option<ForwardBody>,
-    ) -> Forwarded<Response<Incoming>> {
+    async fn send(&self, name: &str, make: impl Fn() -> Request<()>, outgoing: Outgoing) -> Forwarded<Answered> {
         let relays = self.targets(name).await;
         if relays.is_empty() {
             return Forwarded::NoRoute;
         }
-        let retryable = body.is_none();
-        let mut body = body;
+        let retryable = !matches!(outgoing, Outgoing::Body(_));
+        let mut outgoing = Some(outgoing);
         for (attempt, relay) in relays.iter().take(2).enumerate() {
             if attempt > 0 && !retryable {
                 break;
             }
-            let mut link = match self.link(relay).await {
+            let link = match self.link(relay).await {
                 Ok(l) => l,
                 Err(e) => {
                     debug!(%relay, error = %e, "peer unreachable");
                     continue;
                 }
             };
-            let (parts, ()) = make().into_parts();
-            let req = Request::from_parts(parts, body.take().unwrap_or_else(empty));
             let started = Instant::now();
+            let end_of_stream = matches!(outgoing, Some(Outgoing::Nothing));
+            let sent = match link.ready().await {
+                Ok(mut link) => link.send_request(make(), end_of_stream),
+                Err(e) => Err(e),
+            };
+            let (response, send) = match sent {
+                Ok(pair) => pair,
+                Err(e) => {
+                    debug!(%relay, error = %e, "forwarding failed");
+                    self.links.forget(relay);
+                    continue;
+                }
+            };
             self.metrics.cluster.forwarded.with_label_values(&["out"]).inc();
-            match link.send_request(req).await {
+            let send = match outgoing.take() {
+                Some(Outgoing::Body(body)) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = pump(body, send, &|_| std::time::Duration::ZERO).await {
+                            debug!(error = %e, "forwarded request body not fully sent");
+                        }
+                    });
+                    None
+                }
+                Some(Outgoing::Open) => {
+                    outgoing = Some(Outgoing::Open);
+                    Some(send)
+                }
+                Some(Outgoing::Nothing) | None => {
+                    outgoing = Some(Outgoing::Nothing);
+                    None
+                }
+            };
+            match response.await {
                 Ok(resp) if not_here(&resp) => {
                     self.routes.invalidate(name);
                     debug!(%relay, %name, "peer does not hold the name any more");
                 }
                 Ok(resp) => {
                     self.metrics.cluster.forward_duration.observe(started.elapsed().as_secs_f64());
-                    return Forwarded::Answer(resp);
+                    return Forwarded::Answer((resp, send));
                 }
                 Err(e) => {
                     debug!(%relay, error = %e, "forwarding failed");
-                    self.links.forget(relay);
+                    if e.is_io() || e.is_go_away() {
+                        self.links.forget(relay);
+                    }
                 }
             }
         }
@@ -150,7 +188,7 @@ impl Cluster {
         peer: SocketAddr,
         secure: bool,
         upgrade: Option<HeaderValue>,
-    ) -> Forwarded<Response<ForwardBody>> {
+    ) -> Forwarded<Response<EdgeBody>> {
         let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_prefixed(&mut parts.headers, stream::PREFIX);
@@ -162,9 +200,10 @@ impl Cluster {
             }
         };
         let Some(proto) = upgrade else {
+            // HTTP/2 has no connection-specific headers; they described the visitor's hop only.
+            strip_hop_by_hop(&mut parts.headers);
             mark(&mut parts.headers, "http");
-            let has_body = !body.is_end_stream();
-            let body = has_body.then(|| body.map_err(Into::into).boxed());
+            let outgoing = if body.is_end_stream() { Outgoing::Nothing } else { Outgoing::Body(body) };
             // HTTP/2 wants an absolute target; the host stays the visitor's.
             let uri: http::Uri = format!("http://{host}{path}").parse().unwrap_or_default();
             let make = || {
@@ -174,8 +213,10 @@ impl Cluster {
                 *r.headers_mut() = parts.headers.clone();
                 r
             };
-            return match self.send(name, make, body).await {
-                Forwarded::Answer(resp) => Forwarded::Answer(resp.map(|b| b.map_err(Into::into).boxed())),
+            return match self.send(name, make, outgoing).await {
+                Forwarded::Answer((resp, _)) => {
+                    Forwarded::Answer(resp.map(|recv| H2Body::new(recv).map_err(Into::into).boxed()))
+                }
                 Forwarded::NoRoute => Forwarded::NoRoute,
                 Forwarded::Unreachable => Forwarded::Unreachable,
             };
@@ -199,28 +240,29 @@ impl Cluster {
             *r.headers_mut() = parts.headers.clone();
             r
         };
-        let mut resp = match self.send(name, make, None).await {
-            Forwarded::Answer(resp) => resp,
+        let (resp, send) = match self.send(name, make, Outgoing::Open).await {
+            Forwarded::Answer((resp, Some(send))) => (resp, send),
+            Forwarded::Answer((_, None)) | Forwarded::Unreachable => return Forwarded::Unreachable,
             Forwarded::NoRoute => return Forwarded::NoRoute,
-            Forwarded::Unreachable => return Forwarded::Unreachable,
         };
-        if resp.status() != StatusCode::OK || resp.headers().get(stream::STATUS).map(|v| v.as_bytes()) != Some(b"101") {
-            return Forwarded::Answer(resp.map(|b| b.map_err(Into::into).boxed()));
+        let switched =
+            resp.status() == StatusCode::OK && resp.headers().get(stream::STATUS).map(|v| v.as_bytes()) == Some(b"101");
+        if !switched {
+            return Forwarded::Answer(resp.map(|recv| H2Body::new(recv).map_err(Into::into).boxed()));
         }
-        let peer_side = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
+        let (mut parts, recv) = resp.into_parts();
         strip_for_forwarding(&mut parts.headers);
         parts.status = StatusCode::SWITCHING_PROTOCOLS;
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
         if let Some(public_side) = on_upgrade {
             tokio::spawn(async move {
-                let (Ok(public), Ok(peer)) = (public_side.await, peer_side.await) else {
-                    debug!("an upgrade through a peer did not complete");
+                let Ok(public) = public_side.await else {
+                    debug!("the visitor did not complete an upgrade through a peer");
                     return;
                 };
-                let (public, peer) = (TokioIo::new(public), TokioIo::new(peer));
-                if let Err(e) = pipe(tokio::io::split(public), tokio::io::split(peer), &NoMeter).await {
+                let (r, w) = tokio::io::split(TokioIo::new(public));
+                if let Err(e) = splice(r, w, send, recv, &NoMeter).await {
                     debug!(error = %e, "forwarded upgrade ended with an error");
                 }
             });
@@ -228,7 +270,7 @@ impl Cluster {
         Forwarded::Answer(Response::from_parts(parts, empty()))
     }
 
-    /// Forwards a public TCP connection to the relay holding TCP tunnel `name`, and copies
+    /// Forwards a public TCP connection to the relay holding TCP tunnel `name`, and moves
     /// bytes both ways (with half-close) until both sides are done.
     pub async fn forward_tcp(&self, public: TcpStream, name: &str, peer: SocketAddr) -> Forwarded<()> {
         let make = || {
@@ -245,18 +287,18 @@ impl Cluster {
             }
             r
         };
-        let mut resp = match self.send(name, make, None).await {
-            Forwarded::Answer(r) => r,
+        let (resp, send) = match self.send(name, make, Outgoing::Open).await {
+            Forwarded::Answer((resp, Some(send))) => (resp, send),
+            Forwarded::Answer((_, None)) | Forwarded::Unreachable => return Forwarded::Unreachable,
             Forwarded::NoRoute => return Forwarded::NoRoute,
-            Forwarded::Unreachable => return Forwarded::Unreachable,
         };
         if resp.status() != StatusCode::OK {
             debug!(status = %resp.status(), "the peer refused a forwarded connection");
             return Forwarded::Answer(());
         }
-        let Ok(upgraded) = hyper::upgrade::on(&mut resp).await else { return Forwarded::Answer(()) };
         let _ = public.set_nodelay(true);
-        if let Err(e) = pipe(public.into_split(), tokio::io::split(TokioIo::new(upgraded)), &NoMeter).await {
+        let (r, w) = public.into_split();
+        if let Err(e) = splice(r, w, send, resp.into_body(), &NoMeter).await {
             debug!(error = %e, "forwarded connection ended with an error");
         }
         Forwarded::Answer(())
@@ -264,15 +306,19 @@ impl Cluster {
 
     /// Sends a request for the admin API of relay `relay` (fan-out of the cluster-wide views).
     pub async fn ask_peer(&self, relay: &str, method: Method, path: &str) -> Option<Bytes> {
-        let mut link = self.link(relay).await.ok()?;
-        let mut req = Request::new(empty());
+        let link = self.link(relay).await.ok()?;
+        let mut req = Request::new(());
         *req.method_mut() = method;
         *req.uri_mut() = format!("http://relay{path}").parse().ok()?;
         req.headers_mut().insert(FWD, HeaderValue::from_static("admin"));
-        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), link.send_request(req)).await.ok()?.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        Some(resp.into_body().collect().await.ok()?.to_bytes())
+        let asked = async {
+            let (resp, _) = link.ready().await.ok()?.send_request(req, true).ok()?;
+            let resp = resp.await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            Some(H2Body::new(resp.into_body()).collect().await.ok()?.to_bytes())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), asked).await.ok()?
     }
 }

@@ -1,25 +1,32 @@
 //! Outgoing links to peer relays: one HTTP/2 connection per peer, dialled on first use,
 //! authenticated ([`super::peer`]), shared by every stream forwarded to that peer and redialled
-//! when it fails. Windows are as large as the agent link's, and hyper releases capacity only as
-//! bodies are consumed, so flow control holds from the public client to the agent.
+//! when it fails.
+//!
+//! A link is the same h2 client as the agent link ([`postern_transport::mux::client_builder`],
+//! PING heartbeat included), not hyper's client: a forwarded stream is then moved with the
+//! agent link's own code (`pump`, `H2Body`, `splice`), where capacity is released only as bytes
+//! are written on, so flow control holds from the public client to the agent; and a request
+//! costs no hop through a dispatch task (hyper's client hands every request to its connection
+//! task and every response back through another spawned task: two task wake-ups per request,
+//! measured in `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use h2::client::SendRequest;
+use postern_transport::mux;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::peer::{PeerError, PeerTls};
 use super::routes::Node;
 use crate::metrics::RelayMetrics;
 
-/// Body of a request forwarded to a peer.
-pub type ForwardBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+/// PING interval on an idle link, and how long an answer may take before the link is dropped.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Why a peer could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +50,7 @@ pub enum LinkError {
         relay: String,
         /// Why.
         #[source]
-        source: hyper::Error,
+        source: h2::Error,
     },
 }
 
@@ -57,7 +64,14 @@ pub struct Links {
 }
 
 /// The link to one peer, if dialled; locked while dialling so one dial at a time per peer.
-type Slot = Arc<Mutex<Option<SendRequest<ForwardBody>>>>;
+type Slot = Arc<Mutex<Option<Link>>>;
+
+/// A dialled link: its sender, and a token cancelled when its connection ends.
+#[derive(Debug)]
+struct Link {
+    send: SendRequest<Bytes>,
+    closed: CancellationToken,
+}
 
 impl Links {
     /// Links dialled as relay `own`.
@@ -67,13 +81,13 @@ impl Links {
 
     /// A sender on the link to `relay`, dialling it at `node` (if known) when there is no link
     /// or it failed.
-    pub async fn get(&self, relay: &str, node: Option<Node>) -> Result<SendRequest<ForwardBody>, LinkError> {
+    pub async fn get(&self, relay: &str, node: Option<Node>) -> Result<SendRequest<Bytes>, LinkError> {
         // One dial at a time per relay: its lock is held across the dial on purpose; dials
         // to other relays go on.
         let slot = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(relay.to_string()).or_default().clone();
         let mut link = slot.lock().await;
-        if let Some(l) = link.as_ref().filter(|l| !l.is_closed()) {
-            return Ok(l.clone());
+        if let Some(l) = link.as_ref().filter(|l| !l.closed.is_cancelled()) {
+            return Ok(l.send.clone());
         }
         let node = node.ok_or_else(|| LinkError::Unknown(relay.to_string()))?;
         let tls = self
@@ -81,32 +95,27 @@ impl Links {
             .dial(&node.addr, &self.own)
             .await
             .map_err(|source| LinkError::Peer { relay: relay.to_string(), source })?;
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(postern_transport::mux::STREAM_WINDOW)
-            .initial_connection_window_size(postern_transport::mux::CONNECTION_WINDOW)
-            .max_frame_size(postern_transport::mux::MAX_FRAME_SIZE)
-            .max_header_list_size(postern_transport::mux::MAX_HEADER_LIST_SIZE)
-            .keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        let (send, conn) = builder
-            .handshake(TokioIo::new(tls))
+        let (send, mut conn) = mux::client_builder()
+            .handshake::<_, Bytes>(tls)
             .await
             .map_err(|source| LinkError::Http { relay: relay.to_string(), source })?;
         let gauge = self.metrics.cluster_peer_up(relay);
         gauge.set(1);
         info!(peer = relay, addr = %node.addr, "peer link up");
         let peer = relay.to_string();
+        let closed = CancellationToken::new();
+        let ping = conn.ping_pong();
+        let done = closed.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "peer link ended");
+            tokio::select! {
+                r = &mut conn => if let Err(e) = r { debug!(%peer, error = %e, "peer link ended") },
+                e = mux::heartbeat(ping, HEARTBEAT, HEARTBEAT) => debug!(%peer, error = %e, "peer link dropped"),
             }
+            done.cancel();
             gauge.set(0);
             info!(%peer, "peer link down");
         });
-        *link = Some(send.clone());
+        *link = Some(Link { send: send.clone(), closed });
         Ok(send)
     }
 
