@@ -44,9 +44,11 @@ def main():
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     ap.add_argument("--candidate", help="a second postern binary, measured as extra rows (A/B for a tuning change)")
     ap.add_argument("--only", help="comma-separated paths to measure (direct is always measured)")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/postern"),
+                    help="the postern build measured as 'postern' (default: target/release/postern)")
     a = ap.parse_args()
 
-    postern = os.path.join(ROOT, "target/release/postern")
+    postern = a.binary
     bore = os.path.join(a.peers, "bin/bore")
     rathole = os.path.join(a.peers, "bin/rathole")
     for tool in (postern, bore, rathole):

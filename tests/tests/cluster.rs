@@ -179,7 +179,7 @@ async fn names_belong_to_one_tenant_across_the_cluster_and_a_client_may_span_rel
     // (Once the directory has dropped its route: relay B answers 404.)
     until_status(b, &format!("app-{}", origin.port()), StatusCode::NOT_FOUND).await?;
     let mut both = cluster.agent_config(&alice, vec![http_tunnel("app", origin.port())], &[0, 1]);
-    both.connections = 2;
+    both.connections = postern_client::Connections::Fixed(2);
     let mut agent = TestAgent::start(both);
     tokio::time::timeout(PATIENCE, agent.state.wait_for(|s| s.connected == 2)).await??;
     let (_, v) = admin_json(a, Method::GET, "/api/v1/tunnels", Some("root")).await?;

@@ -114,7 +114,7 @@ async fn a_cut_peer_link_gives_503_for_tunnels_only_there_and_shared_tunnels_fai
     solo.connected().await?;
     // One client, a connection to r1 and one to r2.
     let mut cfg = cluster.agent_config("", vec![http_tunnel("shared", shared_origin.port())], &[1, 2]);
-    cfg.connections = 2;
+    cfg.connections = postern_client::Connections::Fixed(2);
     let mut shared = TestAgent::start(cfg);
     tokio::time::timeout(PATIENCE, shared.state.wait_for(|s| s.connected == 2)).await??;
     let (solo_label, shared_label) =

@@ -124,7 +124,7 @@ async fn with_two_connections_cutting_one_keeps_requests_flowing() -> anyhow::Re
     let web = origin::http("two").await?;
     let mut cfg = relay.agent_config("", vec![http_tunnel("two", web.port())]);
     cfg.server = format!("localhost:{}", proxy.addr.port());
-    cfg.connections = 2;
+    cfg.connections = postern_client::Connections::Fixed(2);
     let mut agent = TestAgent::start(cfg);
     tokio::time::timeout(PATIENCE, agent.state.wait_for(|s| s.connected == 2)).await??;
     let name = format!("two-{}", web.port());

@@ -225,3 +225,47 @@ async fn requested_remote_port_is_granted_or_refused_clearly() -> anyhow::Result
     assert!(err.to_string().contains("outside"), "{err}");
     relay.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_streams_open_another_connection_and_an_idle_agent_closes_it() -> anyhow::Result<()> {
+    let relay = TestRelay::start().await?;
+    let echo = origin::echo().await?;
+    let mut cfg = relay.agent_config("", vec![tcp(echo.port())]);
+    cfg.connections = postern_client::Connections::Auto { max: 2, idle: Duration::from_millis(300) };
+    let mut agent = TestAgent::start(cfg);
+    let public = agent.public_addr().await?;
+    assert_eq!(agent.state.borrow().connected, 1, "auto starts with one connection");
+
+    // Four streams echoing as fast as they can, until the agent has opened its second
+    // connection; every byte must still come back intact, whichever connection carried it.
+    let busy = tokio_util::sync::CancellationToken::new();
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..4u64 {
+        let busy = busy.clone();
+        streams.spawn(async move {
+            let chunk = payload(40 + i, 1024 * 1024);
+            let mut rounds = 0u64;
+            while !busy.is_cancelled() {
+                let back = echo_through(public, &chunk).await?;
+                anyhow::ensure!(sha256(&back) == sha256(&chunk), "stream {i} got corrupted bytes");
+                rounds += 1;
+            }
+            anyhow::Ok(rounds)
+        });
+    }
+    let grown = tokio::time::timeout(PATIENCE, agent.state.wait_for(|s| s.connected == 2)).await;
+    busy.cancel();
+    while let Some(r) = streams.join_next().await {
+        r??;
+    }
+    grown.context("busy streams never opened a second connection")??;
+    let name = format!("tcp-{}", public.port());
+    relay.wait_registry(|r| r.get(&name).is_some_and(|t| t.sessions().len() == 2)).await?;
+
+    // Idle: the extra connection goes (it unregisters), the first one stays and still serves.
+    tokio::time::timeout(PATIENCE, agent.state.wait_for(|s| s.connected == 1)).await??;
+    relay.wait_registry(|r| r.get(&name).is_some_and(|t| t.sessions().len() == 1)).await?;
+    let data = payload(99, 256 * 1024);
+    assert_eq!(echo_through(public, &data).await?, data, "the tunnel broke when the extra connection left");
+    relay.stop().await
+}

@@ -1,6 +1,6 @@
 //! The reconnect loop and the agent's observable state.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_proto::TunnelGrant;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::connect::{connect, connector, ConnectError};
+use crate::scale::{Connections, Scaler, Step, TICK};
 use crate::session::{self, SessionEnd};
 
 /// Where the agent is in its life.
@@ -68,9 +69,10 @@ pub struct AgentState {
 #[error(transparent)]
 pub struct AgentError(#[from] pub ConnectError);
 
-/// Keeps `cfg.connections` sessions to the relay up until `shutdown` fires (then unregisters
-/// and returns `Ok`), or a fatal error occurs on any of them. State changes are published on
-/// `state`.
+/// Keeps the sessions `cfg.connections` asks for up until `shutdown` fires (then unregisters
+/// and returns `Ok`), or a fatal error occurs on the first connection. With
+/// [`Connections::Auto`], extra connections open while streams are busy and close once the
+/// agent is idle ([`crate::scale`]). State changes are published on `state`.
 pub async fn run(
     cfg: AgentConfig,
     state: watch::Sender<AgentState>,
@@ -83,17 +85,51 @@ pub async fn run(
     };
     let stop = shutdown.child_token();
     let mut loops = tokio::task::JoinSet::new();
-    for i in 0..cfg.connections.clamp(1, 4) {
-        let (cfg, connector, state, stop) = (cfg.clone(), connector.clone(), state.clone(), stop.clone());
-        loops.spawn(connection_loop(i, cfg, connector, state, stop).instrument(info_span!("connection", n = i)));
+    let spawn = |loops: &mut tokio::task::JoinSet<_>, i: usize, role: Role, token: CancellationToken| {
+        let (cfg, connector, state) = (cfg.clone(), connector.clone(), state.clone());
+        loops.spawn(connection_loop(i, role, cfg, connector, state, token).instrument(info_span!("connection", n = i)));
+    };
+    for i in 0..cfg.connections.initial() {
+        spawn(&mut loops, i, Role::Kept, stop.clone());
     }
+    let mut scaler = match cfg.connections {
+        Connections::Auto { max, idle } => Some(Scaler::new(max, idle)),
+        Connections::Fixed(_) => None,
+    };
+    let mut extras: Vec<CancellationToken> = Vec::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut result = Ok(());
-    while let Some(r) = loops.join_next().await {
-        if let Ok(Err(e)) = r {
-            // One fatal error (a revoked token, say) stops every connection.
-            stop.cancel();
-            if result.is_ok() {
-                result = Err(e);
+    loop {
+        tokio::select! {
+            joined = loops.join_next() => match joined {
+                None => break,
+                Some(Ok(Err(e))) => {
+                    // One fatal error (a revoked token, say) stops every connection.
+                    stop.cancel();
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+                Some(_) => {}
+            },
+            _ = tick.tick(), if scaler.is_some() && !stop.is_cancelled() => {
+                let Some(scaler) = scaler.as_mut() else { continue };
+                let s = cfg.stats.snapshot();
+                let up = state.borrow().connected;
+                match scaler.step(Instant::now(), s.active_streams, s.bytes_in + s.bytes_out, up) {
+                    Step::Grow => {
+                        let token = stop.child_token();
+                        info!(connections = scaler.wanted(), "streams are busy: opening another connection");
+                        spawn(&mut loops, extras.len() + 1, Role::Extra, token.clone());
+                        extras.push(token);
+                    }
+                    Step::Shrink => {
+                        info!("no stream for a while: back to one connection");
+                        extras.drain(..).for_each(|t| t.cancel());
+                    }
+                    Step::Hold => {}
+                }
             }
         }
     }
@@ -101,6 +137,16 @@ pub async fn run(
         state.send_modify(|s| s.phase = AgentPhase::Stopped);
     }
     result
+}
+
+/// Whether a connection is one the agent always keeps, or an extra `auto` opened for load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Reconnects until shutdown; a fatal refusal stops the agent.
+    Kept,
+    /// Gives up, quietly, on any failure: the kept connections carry the tunnels anyway (an
+    /// extra may be refused, say, by a cap on agents per token).
+    Extra,
 }
 
 fn fail(state: &watch::Sender<AgentState>, e: ConnectError) -> AgentError {
@@ -115,6 +161,7 @@ fn fail(state: &watch::Sender<AgentState>, e: ConnectError) -> AgentError {
 /// at relay `index` and moves to the next whenever an attempt fails or a session is lost.
 async fn connection_loop(
     index: usize,
+    role: Role,
     cfg: AgentConfig,
     connector: TlsConnector,
     state: Arc<watch::Sender<AgentState>>,
@@ -160,9 +207,17 @@ async fn connection_loop(
                 }
                 match end {
                     Ok(SessionEnd::Unregistered) => break,
+                    _ if role == Role::Extra => {
+                        info!(connection = index, "extra connection ended");
+                        break;
+                    }
                     Ok(SessionEnd::RelayClosed) => "relay closed the connection".to_string(),
                     Err(e) => e.to_string(),
                 }
+            }
+            Err(e) if role == Role::Extra => {
+                info!(error = %e, connection = index, "extra connection not opened");
+                break;
             }
             Err(e) => {
                 let ever_connected = state.borrow().sessions > 0;

@@ -13,6 +13,7 @@ use postern_transport::tls::Trust;
 
 use crate::config::AgentConfig;
 use crate::http_forward::HostHeader;
+use crate::scale::Connections;
 
 /// Why a client's settings cannot be used. The message names the flag or file key.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +66,12 @@ pub struct ClientArgs {
     /// 127.0.0.1:4040
     #[arg(long, env = "POSTERN_STATUS_ADDR")]
     pub status: Option<SocketAddr>,
-    /// Connections to keep to the relay (1-4); streams are spread over them and losing one
-    /// keeps the tunnels up on the others
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
-    pub connections: u8,
+    /// Connections to keep to the relay: `auto` (one while idle, up to 4 while several streams
+    /// are busy, back to one after 30 s without a stream) or a fixed 1-4. Streams are spread
+    /// over them, so busy streams use more than one core for TLS on each side, and losing one
+    /// connection keeps the tunnels up on the others
+    #[arg(long, default_value = "auto", env = "POSTERN_CONNECTIONS")]
+    pub connections: Connections,
 }
 
 /// Who may use an HTTP tunnel. The relay enforces these; secrets are sent to it hashed.
@@ -212,7 +215,7 @@ impl ClientArgs {
         cfg.local_host = self.local_host.clone();
         cfg.max_backoff = self.max_backoff;
         cfg.local_h2c = http.h2c;
-        cfg.connections = usize::from(self.connections);
+        cfg.connections = self.connections;
         cfg.host_header = match http.host_header.as_str() {
             "" | "preserve" => HostHeader::Preserve,
             "rewrite" => HostHeader::Rewrite,

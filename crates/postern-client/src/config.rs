@@ -7,6 +7,7 @@ use postern_proto::TunnelSpec;
 use postern_transport::tls::Trust;
 
 use crate::http_forward::HostHeader;
+use crate::scale::Connections;
 use crate::stats::AgentStats;
 
 /// Everything an agent needs.
@@ -37,8 +38,8 @@ pub struct AgentConfig {
     pub local_h2c: bool,
     /// Traffic counters, shared with whoever observes the agent (the status endpoint).
     pub stats: Arc<AgentStats>,
-    /// Connections to keep to the relay (1-4); streams are spread over them.
-    pub connections: usize,
+    /// Connections to keep to the relay; streams are spread over them.
+    pub connections: Connections,
     /// Random id of this client instance, shared by its connections.
     pub group: String,
 }
@@ -82,7 +83,7 @@ impl AgentConfig {
             host_header: HostHeader::Preserve,
             local_h2c: false,
             stats: Arc::default(),
-            connections: 1,
+            connections: Connections::default(),
             group: format!("{:016x}", rand::random::<u64>()),
         }
     }

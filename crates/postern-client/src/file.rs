@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::cli::{access_rules, machine_id, AccessOptions, ClientArgs, HttpOptions, SetupError};
 use crate::config::AgentConfig;
+use crate::scale::Connections;
 
 /// A client config file.
 #[derive(Debug, Deserialize)]
@@ -44,7 +45,7 @@ struct ClientFile {
     #[serde(default)]
     h2c: bool,
     status: Option<SocketAddr>,
-    connections: Option<u8>,
+    connections: Option<Connections>,
     #[serde(rename = "tunnel", default)]
     tunnels: Vec<FileTunnel>,
 }
@@ -90,7 +91,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
         local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
         max_backoff: Duration::from_secs(30),
         status: file.status,
-        connections: file.connections.unwrap_or(1).clamp(1, 4),
+        connections: file.connections.unwrap_or_default(),
     };
     let default_id = client.default_id().unwrap_or_else(machine_id);
     let mut tunnels = Vec::new();

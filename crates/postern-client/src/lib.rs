@@ -13,6 +13,8 @@
 //! - `stats`: traffic counters ([`AgentStats`]); [`status`]: the local JSON status endpoint
 //!   (`--status`).
 //! - `backoff`: exponential backoff with jitter between attempts.
+//! - [`scale`]: how many connections to keep ([`Connections`]; `auto` adds them while streams
+//!   are busy).
 //! - `agent`: [`run`], the reconnect loop, and [`AgentState`], its observable state.
 //! - [`cli`]: the command-line settings (`postern http`, `postern tcp`), access rules and the
 //!   default tunnel id; [`file`]: the client config file (`postern start`).
@@ -27,6 +29,7 @@ pub mod demo;
 pub mod file;
 mod forward;
 mod http_forward;
+pub mod scale;
 mod session;
 mod stats;
 pub mod status;
@@ -35,4 +38,5 @@ pub use agent::{run, AgentError, AgentPhase, AgentState};
 pub use config::AgentConfig;
 pub use connect::ConnectError;
 pub use http_forward::HostHeader;
+pub use scale::Connections;
 pub use stats::AgentStats;
