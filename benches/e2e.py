@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: direct loopback vs postern (TCP and HTTP tunnels) vs bore vs rathole
-(tcp and noise transports), all on 127.0.0.1, in one run.
+(tcp and noise transports) vs nginx in front of bore and rathole (benches/front.py), all on
+127.0.0.1, in one run.
 
 Each path is measured in interleaved rounds (direct, postern-tcp, postern-http, bore,
 rathole-tcp, rathole-noise, the two cluster paths of benches/cluster.py when redis-server is
@@ -17,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import Procs, free_port, hold_idle, iperf, read_until, rss_kib, start_agent, wait_port, wrk
 from cluster import start_cluster
+from front import http_table, start_front
 
 
 def start_postern(procs, work, binary, tag):
@@ -137,6 +139,8 @@ local_addr = "127.0.0.1:{ng_port}"
         for transport, (r_ip, r_ng) in rat.items():
             wait_port(r_ip)
             wait_port(r_ng)
+        front = start_front(procs, work, {"nginx": ng_port, "nginx + bore": b_ports[1],
+                                          "nginx + rathole": rat["tcp"][1]})
         time.sleep(1.0)
 
         paths = {
@@ -147,6 +151,7 @@ local_addr = "127.0.0.1:{ng_port}"
             "rathole tcp": dict(iperf=rat["tcp"][0], http=rat["tcp"][1], host=None),
             "rathole noise": dict(iperf=rat["noise"][0], http=rat["noise"][1], host=None),
         }
+        paths.update(front)
         if cluster:
             paths.update(cluster)
         if cand:
@@ -155,7 +160,8 @@ local_addr = "127.0.0.1:{ng_port}"
         if a.only:
             keep = {"direct", *a.only.split(",")}
             paths = {k: v for k, v in paths.items() if k in keep}
-        metrics = ["single GB/s", "4-stream GB/s", "keep-alive req/s", "new-conn req/s", "p50 µs", "p99 µs"]
+        metrics = ["single GB/s", "4-stream GB/s", "keep-alive req/s", "new-conn req/s", "1 MiB MB/s", "p50 µs",
+                   "p99 µs"]
         results = {p: {m: [] for m in metrics} for p in paths}
         s = a.seconds
         rss_idle = (rss_kib(relay.pid), rss_kib(agent.pid))
@@ -174,6 +180,8 @@ local_addr = "127.0.0.1:{ng_port}"
                     rss_load = [max(rss_load[0], rss_kib(relay.pid)), max(rss_load[1], rss_kib(agent.pid))]
                 rps, _, _ = wrk(p["http"], "/1k", s, 32, 2, p["host"], close=True)
                 res["new-conn req/s"].append(rps)
+                rps, _, _ = wrk(p["http"], "/1m", s, 4, 2, p["host"])
+                res["1 MiB MB/s"].append(rps * (1 << 20) / 1e6)
                 _, p50, p99 = wrk(p["http"], "/1k", s, 1, 1, p["host"], latency=True)
                 res["p50 µs"].append(p50)
                 res["p99 µs"].append(p99)
@@ -218,9 +226,12 @@ local_addr = "127.0.0.1:{ng_port}"
             v, w = med.get(x, {}).get(m), med.get(q, {}).get(m)
             return f"{v / w:.2f}×" if v and w else "-"
 
-        for x, ms in (("postern tcp", metrics[:4]), ("postern http", metrics[2:4])):
+        for x, ms in (("postern tcp", metrics[:5]), ("postern http", metrics[2:5])):
             for m in ms:
                 lines.append(f"| {x} {m} | " + " | ".join(ratio(x, q, m) for q in peers) + " |")
+        if "postern http" in med and any(n in med for n in ("nginx", "nginx + bore", "nginx + rathole")):
+            lines.append("")
+            lines += http_table(med, ratio)
         if "cluster forwarded" in med and "cluster local" in med:
             lines.append("")
             lines.append("Cluster: entering at relay B (forwarded over the peer link) against entering at relay A "
@@ -239,7 +250,7 @@ local_addr = "127.0.0.1:{ng_port}"
             lines.append("")
             lines.append("| metric | tcp | http |")
             lines.append("|---|---|---|")
-            for m in metrics[:4]:
+            for m in metrics[:5]:
                 lines.append(f"| {m} | {ratio('candidate tcp', 'postern tcp', m)} | "
                              f"{ratio('candidate http', 'postern http', m)} |")
             if "postern tcp" in med:

@@ -101,6 +101,15 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut result = Ok(());
     loop {
+        // An idle agent on one connection sleeps until a stream opens: no timer wake-ups.
+        let idle = scaler.as_ref().is_some_and(|s| s.wanted() == 1) && cfg.stats.snapshot().active_streams == 0;
+        let sample = async {
+            if idle {
+                cfg.stats.busy().await;
+                tick.reset();
+            }
+            tick.tick().await
+        };
         tokio::select! {
             joined = loops.join_next() => match joined {
                 None => break,
@@ -113,7 +122,7 @@ pub async fn run(
                 }
                 Some(_) => {}
             },
-            _ = tick.tick(), if scaler.is_some() && !stop.is_cancelled() => {
+            _ = sample, if scaler.is_some() && !stop.is_cancelled() => {
                 let Some(scaler) = scaler.as_mut() else { continue };
                 let s = cfg.stats.snapshot();
                 let up = state.borrow().connected;

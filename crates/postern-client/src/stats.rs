@@ -14,6 +14,8 @@ pub struct AgentStats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     refused: AtomicU64,
+    /// Woken when a stream opens on an idle agent, so `--connections auto` sleeps while idle.
+    first_stream: tokio::sync::Notify,
 }
 
 /// A copy of [`AgentStats`].
@@ -35,8 +37,16 @@ impl AgentStats {
     /// A stream started; the guard ends it.
     pub fn open(&self) -> OpenStream<'_> {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        self.active.fetch_add(1, Ordering::Relaxed);
+        if self.active.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first_stream.notify_one();
+        }
         OpenStream(self)
+    }
+
+    /// Returns once a stream opens after the agent was idle (at once if one did since the last
+    /// call).
+    pub async fn busy(&self) {
+        self.first_stream.notified().await;
     }
 
     /// A local service refused a stream.
