@@ -1,6 +1,8 @@
-//! Outgoing links to peer relays: one HTTP/2 connection per peer, dialled on first use,
-//! authenticated ([`super::peer`]), shared by every stream forwarded to that peer and redialled
-//! when it fails.
+//! Outgoing links to peer relays: a few HTTP/2 connections per peer ([`links_per_peer`]), each
+//! dialled on first use, authenticated ([`super::peer`]) and redialled when it fails; forwarded
+//! streams take them in turn. Every stream of a link shares its TLS session, so one link would
+//! put all the crypto between two relays on one core each side; several links spread it (the
+//! same reason the client opens more connections under load, `postern_client::scale`).
 //!
 //! A link is the same h2 client as the agent link ([`postern_transport::mux::client_builder`],
 //! PING heartbeat included), not hyper's client: a forwarded stream is then moved with the
@@ -11,6 +13,7 @@
 //! measured in `docs/benchmarks.md`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,11 +63,25 @@ pub struct Links {
     own: String,
     tls: PeerTls,
     metrics: Arc<RelayMetrics>,
-    links: std::sync::Mutex<HashMap<String, Slot>>,
+    links: std::sync::Mutex<HashMap<String, Arc<Peer>>>,
+    /// Links up per peer (kept across `forget`, so `peer_up` stays right while old links end).
+    up: std::sync::Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
-/// The link to one peer, if dialled; locked while dialling so one dial at a time per peer.
-type Slot = Arc<Mutex<Option<Link>>>;
+/// Links to one peer, dialled as needed; each slot is locked while it dials.
+#[derive(Debug)]
+struct Peer {
+    slots: Vec<Slot>,
+    turn: AtomicUsize,
+}
+
+/// One link to a peer, if dialled.
+type Slot = Mutex<Option<Link>>;
+
+/// Links kept to each peer: one per core, from 2 to 4.
+pub fn links_per_peer() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
+}
 
 /// A dialled link: its sender, and a token cancelled when its connection ends.
 #[derive(Debug)]
@@ -76,16 +93,26 @@ struct Link {
 impl Links {
     /// Links dialled as relay `own`.
     pub fn new(own: &str, tls: PeerTls, metrics: Arc<RelayMetrics>) -> Self {
-        Self { own: own.to_string(), tls, metrics, links: std::sync::Mutex::default() }
+        Self { own: own.to_string(), tls, metrics, links: std::sync::Mutex::default(), up: std::sync::Mutex::default() }
     }
 
     /// A sender on the link to `relay`, dialling it at `node` (if known) when there is no link
     /// or it failed.
     pub async fn get(&self, relay: &str, node: Option<Node>) -> Result<SendRequest<Bytes>, LinkError> {
-        // One dial at a time per relay: its lock is held across the dial on purpose; dials
-        // to other relays go on.
-        let slot = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(relay.to_string()).or_default().clone();
-        let mut link = slot.lock().await;
+        // One dial at a time per slot: its lock is held across the dial on purpose; other
+        // slots and other relays go on.
+        let peer = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(relay.to_string())
+            .or_insert_with(|| {
+                let slots = (0..links_per_peer()).map(|_| Mutex::new(None)).collect();
+                Arc::new(Peer { slots, turn: AtomicUsize::new(0) })
+            })
+            .clone();
+        let turn = peer.turn.fetch_add(1, Ordering::Relaxed) % peer.slots.len();
+        let mut link = peer.slots[turn].lock().await;
         if let Some(l) = link.as_ref().filter(|l| !l.closed.is_cancelled()) {
             return Ok(l.send.clone());
         }
@@ -100,6 +127,8 @@ impl Links {
             .await
             .map_err(|source| LinkError::Http { relay: relay.to_string(), source })?;
         let gauge = self.metrics.cluster_peer_up(relay);
+        let up = self.up.lock().unwrap_or_else(|p| p.into_inner()).entry(relay.to_string()).or_default().clone();
+        up.fetch_add(1, Ordering::Relaxed);
         gauge.set(1);
         info!(peer = relay, addr = %node.addr, "peer link up");
         let peer = relay.to_string();
@@ -112,7 +141,9 @@ impl Links {
                 e = mux::heartbeat(ping, HEARTBEAT, HEARTBEAT) => debug!(%peer, error = %e, "peer link dropped"),
             }
             done.cancel();
-            gauge.set(0);
+            if up.fetch_sub(1, Ordering::Relaxed) == 1 {
+                gauge.set(0);
+            }
             info!(%peer, "peer link down");
         });
         *link = Some(Link { send: send.clone(), closed });
