@@ -122,9 +122,9 @@ impl Store {
             client: Client::open(url)?,
             prefix,
             conn: Arc::default(),
-            route: Arc::new(Script::new(include_str!("lua/route.lua"))),
+            route: Arc::new(Script::new(concat!(include_str!("lua/unrouted.lua"), include_str!("lua/route.lua")))),
             heartbeat: Arc::new(Script::new(include_str!("lua/heartbeat.lua"))),
-            reap: Arc::new(Script::new(include_str!("lua/reap.lua"))),
+            reap: Arc::new(Script::new(concat!(include_str!("lua/unrouted.lua"), include_str!("lua/reap.lua")))),
         })
     }
 

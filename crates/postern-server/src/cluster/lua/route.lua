@@ -49,16 +49,7 @@ for i = 0, n - 1 do
   else
     redis.call('HDEL', rt, relay)
     redis.call('SREM', P .. 'names:' .. relay, name)
-    if before > 0 and redis.call('HLEN', rt) == 0 then
-      redis.call('SREM', P .. 'names', name)
-      redis.call('PEXPIRE', own, lease_ms)
-      local lk = redis.call('HGET', own, 'lease')
-      if lk and lk ~= '' then redis.call('PEXPIRE', lk, lease_ms) end
-      local tk = redis.call('HGET', own, 'token')
-      if tk and tk ~= '' and tonumber(redis.call('GET', P .. 'quota:' .. tk) or '0') > 0 then
-        redis.call('DECR', P .. 'quota:' .. tk)
-      end
-    end
+    if before > 0 and redis.call('HLEN', rt) == 0 then unrouted(P, name, lease_ms) end
   end
   redis.call('PUBLISH', P .. 'events', 'rt ' .. name)
 end
