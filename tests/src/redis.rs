@@ -1,5 +1,5 @@
 //! A real Redis for cluster tests: `redis-server` (installed by `tests/run.sh`) on a free
-//! loopback port, without persistence, killed on drop. It can be stopped and started again on
+//! loopback port outside the ephemeral range ([`reserved_port`]), without persistence, killed on drop. It can be stopped and started again on
 //! the same port, to test a directory that goes away and comes back empty.
 
 use std::process::Stdio;
@@ -10,7 +10,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::pebble::free_port;
+/// A free loopback port below the kernel's ephemeral range. A Redis that is started later on a
+/// port chosen in advance (`start_on`, `restart`) must find it still free, and a port from the
+/// ephemeral range may meanwhile become the source port of some outgoing connection (the relays
+/// dialling that very Redis, say), which makes `redis-server` fail to bind.
+pub fn reserved_port() -> anyhow::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|v| v.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let floor = 10_000u16.min(low.saturating_sub(1000));
+    for _ in 0..200 {
+        let port = rand::random_range(floor..low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port between {floor} and {low}")
+}
 
 /// A running `redis-server`.
 #[derive(Debug)]
@@ -25,7 +42,7 @@ impl TestRedis {
     pub async fn start() -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = reserved_port()?;
             let mut redis = Self { port, child: None };
             match redis.spawn().await {
                 Ok(()) => return Ok(redis),

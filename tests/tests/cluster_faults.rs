@@ -169,7 +169,7 @@ async fn a_relay_with_another_secret_shares_nothing_with_the_cluster() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_starts_without_its_directory_and_joins_when_it_appears() -> anyhow::Result<()> {
-    let port = postern_e2e::pebble::free_port()?;
+    let port = postern_e2e::redis::reserved_port()?;
     let key = postern_proto::token::TokenKey::from_bytes(rand::random());
     let relay = TestRelay::with_config(|c| {
         postern_e2e::cluster::join(c, &format!("redis://127.0.0.1:{port}"), "sixteen characters or more", &key, 0);
