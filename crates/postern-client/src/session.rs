@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
-use h2::{PingPong, RecvStream, SendStream};
+use h2::{RecvStream, SendStream};
 use http::{Request, Response, StatusCode};
 use postern_proto::frame::encode;
 use postern_proto::stream::{self, StreamKind};
 use postern_proto::{Control, Decoder, Message, TunnelKind};
-use postern_transport::mux::{self, HeartbeatError};
+use postern_transport::liveness::{self, Heard};
+use postern_transport::mux;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -42,8 +43,8 @@ pub enum SessionError {
     /// The h2 connection failed.
     #[error("connection to relay failed: {0}")]
     Mux(#[from] h2::Error),
-    /// The relay stopped answering PINGs.
-    #[error("relay missed its heartbeat ({0:?} without a PING answer)")]
+    /// Nothing, not even the relay's PINGs, arrived for this long.
+    #[error("relay missed its heartbeat (nothing heard from it for {0:?})")]
     HeartbeatTimeout(Duration),
 }
 
@@ -63,9 +64,12 @@ pub async fn serve(
         tunnels: welcome.tunnels.iter().map(|t| (t.name.clone(), (t.kind, t.local_port))).collect(),
         clients: LocalClients::new(cfg.local_connect_timeout),
     });
+    // The relay PINGs every interval and h2 answers; the agent only watches that it keeps
+    // hearing from the relay (see `liveness`), so one exchange per interval serves both ends.
+    let (tls, hearing) = Heard::new(tls);
     let mut conn = mux::server_builder().handshake::<_, Bytes>(tls).await?;
     let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 300_000));
-    let heartbeat = heartbeat(conn.ping_pong(), interval, interval * 3);
+    let heartbeat = liveness::watch(hearing, interval, interval * 3 + mux::BEAT);
     tokio::pin!(heartbeat);
     let mut control: Option<SendStream<Bytes>> = None;
 
@@ -84,7 +88,7 @@ pub async fn serve(
                     }
                 }
             },
-            e = &mut heartbeat => return Err(e),
+            silent = &mut heartbeat => return Err(SessionError::HeartbeatTimeout(silent)),
             _ = shutdown.cancelled() => break,
         }
     }
@@ -221,13 +225,5 @@ async fn read_control(mut body: RecvStream) {
                 }
             }
         }
-    }
-}
-
-/// The shared heartbeat, as this session's error.
-async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Duration) -> SessionError {
-    match mux::heartbeat(ping_pong, interval, timeout).await {
-        HeartbeatError::Mux(e) => SessionError::Mux(e),
-        HeartbeatError::Timeout(t) => SessionError::HeartbeatTimeout(t),
     }
 }

@@ -22,7 +22,9 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::cli::{Cli, Command};
 
 /// mimalloc: 1.3× single-stream throughput over glibc malloc; built with `no_thp` so idle RSS
-/// stays where glibc's is (docs/benchmarks.md).
+/// stays where glibc's is (docs/benchmarks.md). Off with `--no-default-features`, for heap
+/// profilers that follow the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,12 +36,13 @@ async fn main() -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.log.as_deref());
+    let open_files = raise_open_files_limit();
     // The one metrics registry of this process, passed down to whatever serves /metrics.
     let metrics = prometheus::Registry::new();
     // The relay's settings layer the flags typed under their subcommand over the environment.
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     let result = match cli.command {
-        Command::Server(args) => server_cmd::run(*args, sub, &metrics).await,
+        Command::Server(args) => server_cmd::run(*args, sub, &metrics, open_files).await,
         Command::Demo(args) => demo::run(*args, sub, &metrics).await,
         Command::Http(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
         Command::Tcp(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
@@ -59,6 +62,20 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do, and returns it. Every agent, public connection and local
+/// connection is a descriptor, and the soft default of a service manager or shell (1024 under
+/// systemd) would cap a relay or a busy client far below its own caps.
+fn raise_open_files_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open files limit");
+            None
         }
     }
 }

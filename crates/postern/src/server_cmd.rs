@@ -29,6 +29,18 @@ pub fn load(matches: &ArgMatches, file: Option<&std::path::Path>) -> anyhow::Res
     Ok(RelayConfig::load(&layers)?)
 }
 
+/// Says so when the limit on open files is below what the relay's own caps allow: one file per
+/// agent and one per public connection.
+fn warn_on_open_files(config: &RelayConfig, open_files: Option<u64>) {
+    let need = (config.max_agents + config.max_public_connections) as u64;
+    if let Some(limit) = open_files.filter(|&l| l < need) {
+        say!(
+            "warning: the open files limit is {limit}, below --max-agents + --max-public-connections ({need}); \
+             past it, new connections fail. Raise it (LimitNOFILE= under systemd, --ulimit nofile= under Docker)"
+        );
+    }
+}
+
 /// Binds every listener of `config`, naming the flag to change when one is taken.
 pub async fn bind(at: Listeners) -> anyhow::Result<RelayListeners> {
     async fn one(what: &str, flag: &str, addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
@@ -47,8 +59,14 @@ pub async fn bind(at: Listeners) -> anyhow::Result<RelayListeners> {
     })
 }
 
-/// Runs `postern server`, registering its metrics in `metrics`.
-pub async fn run(args: ServerArgs, matches: &ArgMatches, metrics: &prometheus::Registry) -> anyhow::Result<()> {
+/// Runs `postern server`, registering its metrics in `metrics`; `open_files` is the limit on
+/// open files the process got.
+pub async fn run(
+    args: ServerArgs,
+    matches: &ArgMatches,
+    metrics: &prometheus::Registry,
+    open_files: Option<u64>,
+) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM that arrives while starting up still drains.
     let shutdown = shutdown_token();
     let config = load(matches, args.config.as_deref())?;
@@ -72,6 +90,7 @@ pub async fn run(args: ServerArgs, matches: &ArgMatches, metrics: &prometheus::R
     }
     let listeners = bind(at).await?;
     banner(&config, &listeners, &certs)?;
+    warn_on_open_files(&config, open_files);
     say!("{}", who_may_connect(&config, at));
     // Sessions get the drain timeout, then a moment to close.
     let grace = config.drain_timeout + SHUTDOWN_GRACE;
