@@ -303,6 +303,8 @@ impl Relay {
             ready.set_draining();
         });
 
+        let leases = self.registry.leases().clone();
+        let persisting = tokio::spawn(leases.clone().keep_persisted());
         let sessions = serve_control(listeners.control, shared, shutdown).await;
         let all_done = async {
             sessions.wait().await;
@@ -315,6 +317,8 @@ impl Relay {
         if tokio::time::timeout(grace, all_done).await.is_err() {
             warn!(sessions = sessions.len(), "connections still open after the shutdown grace period");
         }
+        persisting.abort();
+        let _ = tokio::task::spawn_blocking(move || leases.flush()).await;
         Ok(())
     }
 }
