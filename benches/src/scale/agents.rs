@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use postern_client::{AgentConfig, Connections};
-use postern_e2e::http_tunnel;
+use postern_e2e::{http_tunnel, rss_kib_of};
 use postern_transport::tls::Trust;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::{cpu_share, rss_kib, Relay};
+use crate::relay::{cpu_share, Relay};
 
 /// Agents connecting at once (bounded so the relay's handshake timeout is never the limit).
 pub const CONNECTING: usize = 256;
@@ -84,7 +84,7 @@ pub async fn run(binary: &str, count: usize) -> anyhow::Result<()> {
     let relay = Relay::start(binary, count, &[])?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let empty_p50 = request_p50(relay.http, "nobody-1.localhost", 200).await?;
-    let rss_before = rss_kib(relay.pid)?;
+    let rss_before = rss_kib_of(relay.pid)?;
     let cpu_before = cpu_share(relay.pid, Duration::from_secs(5)).await?;
 
     let shutdown = CancellationToken::new();
@@ -92,7 +92,7 @@ pub async fn run(binary: &str, count: usize) -> anyhow::Result<()> {
     connect_all(&relay, count, &shutdown).await?;
     let register = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_after = rss_kib(relay.pid)?;
+    let rss_after = rss_kib_of(relay.pid)?;
     let cpu_idle = cpu_share(relay.pid, Duration::from_secs(30)).await?;
     let full_p50 = request_p50(relay.http, "nobody-1.localhost", 200).await?;
 

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_e2e::{open_fds_of, rss_kib_of};
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::{agent_config, CONNECTING};
-use crate::relay::{open_files, rss_kib, Relay};
+use crate::relay::Relay;
 
 /// The relay keeps a gone agent's names this long; the harness waits it out before reading.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
@@ -58,7 +59,7 @@ async fn churn(relay: &Arc<Relay>, count: usize, until: Option<Instant>) -> (u64
 /// Reads the relay's RSS (KiB) and open files once its leases have run out.
 async fn settled(relay: &Relay) -> anyhow::Result<(u64, usize)> {
     tokio::time::sleep(LEASE_GRACE + Duration::from_secs(5)).await;
-    Ok((rss_kib(relay.pid)?, open_files(relay.pid)?))
+    Ok((rss_kib_of(relay.pid)?, open_fds_of(relay.pid)?))
 }
 
 /// Runs the measurement: `count` agents for `secs` seconds.

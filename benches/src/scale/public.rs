@@ -13,10 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use postern_e2e::{open_fds_of, rss_kib_of};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::relay::{open_files, raise_open_files, rss_kib, start_and_wait, Relay};
+use crate::relay::{raise_open_files, start_and_wait, Relay};
 
 /// Public connections per client process (under the relay's default of 10 000 streams per agent).
 const PER_CLIENT: usize = 8000;
@@ -100,10 +101,10 @@ pub async fn run(binary: &str, want: usize) -> anyhow::Result<()> {
         public.push(url.rsplit(':').next().context("public port")?.parse::<u16>()?);
     }
     let client_pids: Vec<u32> = children.0[1..].iter().map(Child::id).collect();
-    let clients_rss = || -> anyhow::Result<u64> { client_pids.iter().map(|&p| rss_kib(p)).sum() };
+    let clients_rss = || -> anyhow::Result<u64> { client_pids.iter().map(|&p| rss_kib_of(p)).sum() };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (relay_before, clients_before) = (rss_kib(relay.pid)?, clients_rss()?);
-    let (relay_fds, origin_fds) = (open_files(relay.pid)?, open_files(origin_pid)?);
+    let (relay_before, clients_before) = (rss_kib_of(relay.pid)?, clients_rss()?);
+    let (relay_fds, origin_fds) = (open_fds_of(relay.pid)?, open_fds_of(origin_pid)?);
 
     let started = Instant::now();
     let mut visitors = Vec::with_capacity(count);
@@ -116,25 +117,23 @@ pub async fn run(binary: &str, want: usize) -> anyhow::Result<()> {
         visitors.push(s);
     }
     wait_for("every connection reaching the origin", Duration::from_secs(180), || {
-        Ok(open_files(origin_pid)? >= origin_fds + count)
+        Ok(open_fds_of(origin_pid)? >= origin_fds + count)
     })
     .await?;
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (relay_after, clients_after) = (rss_kib(relay.pid)?, clients_rss()?);
-    let relay_open = open_files(relay.pid)?;
+    let (relay_after, clients_after) = (rss_kib_of(relay.pid)?, clients_rss()?);
+    let relay_open = open_fds_of(relay.pid)?;
 
     drop(visitors);
-    wait_for(
-        "the origin's connections closing",
-        Duration::from_secs(120),
-        || Ok(open_files(origin_pid)? <= origin_fds),
-    )
+    wait_for("the origin's connections closing", Duration::from_secs(120), || {
+        Ok(open_fds_of(origin_pid)? <= origin_fds)
+    })
     .await?;
-    wait_for("the relay's files closing", Duration::from_secs(30), || Ok(open_files(relay.pid)? <= relay_fds))
+    wait_for("the relay's files closing", Duration::from_secs(30), || Ok(open_fds_of(relay.pid)? <= relay_fds))
         .await
         .ok();
-    let relay_closed = open_files(relay.pid)?;
+    let relay_closed = open_fds_of(relay.pid)?;
 
     let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / count as f64;
     println!("{count} idle public connections through {clients} TCP tunnels on one relay (pid {})", relay.pid);

@@ -1,5 +1,5 @@
-//! The relay process the scale harness measures, and what it reads of a process from `/proc`:
-//! resident memory, open files and CPU time.
+//! The relay process the scale harness measures, and its CPU time from `/proc` (resident
+//! memory and open files come from `postern_e2e`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -7,28 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-
-/// A free loopback port, for a listener the relay binds.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use postern_e2e::pebble::free_port;
 
 /// Raises this process's soft limit on open files to the hard limit (its children inherit it)
 /// and returns it.
 pub fn raise_open_files() -> anyhow::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX).context("raising the open files limit")
-}
-
-/// VmRSS of process `pid`, KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
-}
-
-/// Open file descriptors of process `pid`.
-pub fn open_files(pid: u32) -> anyhow::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
 /// CPU time of process `pid` (user + system), in clock ticks.
