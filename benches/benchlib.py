@@ -1,5 +1,6 @@
 """What the end-to-end benchmarks share: free ports, child processes with log files, waiting for
-their output, RSS, and the load tools (iperf3 for throughput, wrk for requests and latency)."""
+their output, RSS, the origin (nginx serving random files) and the load tools (iperf3 for
+throughput, wrk for requests and latency)."""
 import json, os, re, signal, socket, subprocess, time
 
 
@@ -133,3 +134,26 @@ def start_agent(procs, work, binary, tag, ctrl, ca, tunnels):
     agent = procs.start([binary, "start", "--config", conf], env={**os.environ, "POSTERN_LOG": "warn"})
     urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(len(tunnels))]
     return agent, urls
+
+
+def start_origin(procs, work, files):
+    """nginx on a free port serving `files` ((name, size) pairs of random bytes) from `work`;
+    returns (port, process)."""
+    www = os.path.join(work, "www")
+    os.makedirs(www, mode=0o755, exist_ok=True)
+    for name, size in files:
+        with open(os.path.join(www, name), "wb") as f:
+            f.write(os.urandom(size))
+        os.chmod(os.path.join(www, name), 0o644)
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path {work}/cb; proxy_temp_path {work}/pt; fastcgi_temp_path {work}/ft; uwsgi_temp_path {work}/ut; scgi_temp_path {work}/st;
+  server {{ listen 127.0.0.1:{port}; root {www}; }} }}
+""")
+    proc = procs.start(["nginx", "-c", conf, "-p", work])
+    wait_port(port)
+    return port, proc

@@ -16,7 +16,7 @@ import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-from benchlib import Procs, free_port, hold_idle, iperf, read_until, rss_kib, start_agent, wait_port, wrk
+from benchlib import Procs, free_port, hold_idle, iperf, read_until, rss_kib, start_agent, start_origin, wait_port, wrk
 from cluster import start_cluster
 from front import http_table, start_front
 
@@ -63,24 +63,9 @@ def main():
     procs = Procs(work)
     try:
         # Origin: nginx with a 1 KiB and a 1 MiB file, and iperf3.
-        www = os.path.join(work, "www")
-        os.makedirs(www, mode=0o755)
-        for name, size in (("1k", 1024), ("1m", 1 << 20)):
-            with open(os.path.join(www, name), "wb") as f:
-                f.write(os.urandom(size))
-            os.chmod(os.path.join(www, name), 0o644)
-        ng_port, ip_port = free_port(), free_port()
-        conf = os.path.join(work, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  client_body_temp_path {work}/cb; proxy_temp_path {work}/pt; fastcgi_temp_path {work}/ft; uwsgi_temp_path {work}/ut; scgi_temp_path {work}/st;
-  server {{ listen 127.0.0.1:{ng_port}; root {www}; }} }}
-""")
-        procs.start(["nginx", "-c", conf, "-p", work])
+        ng_port, _ = start_origin(procs, work, (("1k", 1024), ("1m", 1 << 20)))
+        ip_port = free_port()
         procs.start(["iperf3", "-s", "-p", str(ip_port)])
-        wait_port(ng_port)
         wait_port(ip_port)
 
         PORTS.update(iperf=ip_port, nginx=ng_port)
