@@ -69,7 +69,7 @@ fn hostnames(c: &mut Criterion) {
 
 fn registry(c: &mut Criterion) {
     let metrics = Arc::new(RelayMetrics::new(false).expect("metrics"));
-    let reg = Registry::new(metrics, Arc::new(Leases::new(Duration::from_secs(60), None)));
+    let reg = Registry::new(metrics, Arc::new(Leases::new(Duration::from_secs(60), None)), Default::default());
     let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
     for i in 0..10_000u32 {
         let session = format!("s{i}");

@@ -15,7 +15,13 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bore_local_tunnels_bytes_exactly_and_shows_up_as_a_postern_tunnel() -> anyhow::Result<()> {
     let Some(bin) = skip() else { return Ok(()) };
-    let relay = TestRelay::with_bore(|c| c.admin_token = Some("root".into())).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("access.log");
+    let relay = TestRelay::with_bore(|c| {
+        c.admin_token = Some("root".into());
+        c.access_log = postern_server::config::AccessLogTo::File(log.clone());
+    })
+    .await?;
     // An orchestrator mints the bore token through the API.
     let (status, minted) =
         admin_post_json(&relay, "/api/v1/tokens", "root", r#"{"subject":"alice","kind":"bore"}"#).await?;
@@ -57,6 +63,23 @@ async fn bore_local_tunnels_bytes_exactly_and_shows_up_as_a_postern_tunnel() -> 
         .trim()
         .parse::<u64>()?;
     assert_eq!(bytes_in, 3 << 20);
+    // And one access log line per visitor, as for any TCP tunnel.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        if lines.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        assert_eq!((line["kind"].as_str(), line["owner"].as_str()), (Some("tcp"), Some("alice")), "{line}");
+        assert_eq!(line["tunnel"], format!("tcp-{port}"));
+        assert_eq!((line["bytes_in"].as_u64(), line["bytes_out"].as_u64()), (Some(1 << 20), Some(1 << 20)), "{line}");
+        assert_eq!(line["close"], "closed");
+    }
 
     // Revoking the token ends the live bore tunnel (within a heartbeat) and frees its port.
     let jti = minted["id"].as_str().context("id")?;

@@ -38,6 +38,7 @@
 
 mod abuse;
 pub mod access;
+pub mod access_log;
 mod acme;
 mod admin;
 mod agent;

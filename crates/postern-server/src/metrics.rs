@@ -5,7 +5,9 @@
 //! series (`postern_tunnel_*`) exist only with `--metrics-per-tunnel`, and are deleted when the
 //! tunnel goes away.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the relay exports.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct RelayMetrics {
     pub handshake_failures: IntCounterVec,
     /// Public connections refused, by reason.
     pub public_refused: IntCounterVec,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
     /// The cluster's metrics; registered only on a clustered relay.
     pub cluster: ClusterMetrics,
     per_tunnel: Option<PerTunnel>,
@@ -99,6 +103,10 @@ impl RelayMetrics {
                 "Public connections refused, by reason",
                 &["reason"],
             )?,
+            access_log_dropped: IntCounter::new(
+                "postern_access_log_dropped_total",
+                "Access log lines dropped because the disk could not keep up",
+            )?,
             cluster: ClusterMetrics {
                 forwarded: counter(
                     "postern_cluster_forwarded_total",
@@ -145,6 +153,7 @@ impl RelayMetrics {
         registry.register(Box::new(self.bytes.clone()))?;
         registry.register(Box::new(self.handshake_failures.clone()))?;
         registry.register(Box::new(self.public_refused.clone()))?;
+        registry.register(Box::new(self.access_log_dropped.clone()))?;
         if let Some(p) = &self.per_tunnel {
             registry.register(Box::new(p.bytes.clone()))?;
             registry.register(Box::new(p.streams.clone()))?;

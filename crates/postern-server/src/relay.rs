@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::abuse::IpLimits;
+use crate::access_log::AccessLog;
 use crate::acme::Acme;
 use crate::admin::{self, Admin, Readiness};
 use crate::auth::Authenticator;
@@ -51,6 +52,9 @@ pub enum RelayError {
     /// The cluster could not be joined.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::AccessLogError),
 }
 
 /// The relay's already-bound listeners.
@@ -117,6 +121,7 @@ impl Relay {
             Duration::from_secs(60),
         );
         let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof);
+        let access_log = AccessLog::start(&config.access_log, m.access_log_dropped.clone())?;
         let acme = match (config.acme(), &config.state_dir) {
             (Some(a), Some(dir)) => Some(Acme::new(a, dir.clone(), &config.domain, certs.clone(), metrics)?),
             _ => None,
@@ -124,7 +129,7 @@ impl Relay {
         Ok(Self {
             domains,
             acme,
-            registry: Registry::new(Arc::new(m), leases),
+            registry: Registry::new(Arc::new(m), leases, access_log),
             config,
             certs,
             metrics: metrics.clone(),

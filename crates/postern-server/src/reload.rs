@@ -1,6 +1,6 @@
 //! Changing a running relay without dropping anything: certificates, revocations, access
-//! policies and per-address limits. Everything else (addresses, domain, tokens, timeouts)
-//! needs a restart.
+//! policies and per-address limits, and the access log's file is reopened. Everything else
+//! (addresses, domain, tokens, timeouts) needs a restart.
 //!
 //! - [`Reloader::reload`] applies a new configuration;
 //! - [`watch`] reloads on every hang-up signal the binary passes in and whenever the config
@@ -57,6 +57,8 @@ impl Reloader {
         let policies = list.len();
         self.policies.replace(list);
         self.ip_limits.set_limits(config.max_connections_per_ip, config.max_auth_failures);
+        // logrotate moves the file and sends SIGHUP: write to a new one under the old name.
+        self.registry.access_log().reopen();
         Ok(ReloadReport { certificates, revoked: ids.len(), policies })
     }
 }

@@ -8,14 +8,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::StatusCode;
 use postern_proto::stream::{StreamKind, REFUSE_REASON};
-use postern_transport::splice::{socket_to_stream, stream_to_socket, SpliceError, SpliceStats};
+use postern_transport::splice::{socket_to_stream, stream_to_socket, Meter, SpliceError, SpliceStats};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::access_log::{AccessLog, Record, Tally};
 use crate::agent::OpenError;
 use crate::metrics::RelayMetrics;
 use crate::tunnel::admit::{Admitted, Gate, Via};
@@ -24,7 +26,13 @@ use crate::tunnel::{Member, Tunnel};
 
 /// Accepts public connections on `tunnel`'s listener until it closes. The registry drops the
 /// listener (releasing the port) the moment the tunnel is removed.
-pub async fn serve(tunnel: Arc<Tunnel>, gate: Arc<Gate>, metrics: Arc<RelayMetrics>, shutdown: CancellationToken) {
+pub async fn serve(
+    tunnel: Arc<Tunnel>,
+    gate: Arc<Gate>,
+    metrics: Arc<RelayMetrics>,
+    access_log: AccessLog,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = tunnel.closed.cancelled() => break,
@@ -44,7 +52,7 @@ pub async fn serve(tunnel: Arc<Tunnel>, gate: Arc<Gate>, metrics: Arc<RelayMetri
         let Ok(admitted) = gate.admit_public(&tunnel, peer, Via::TcpEdge).await else { continue };
         let Some(member) = admitted.member.clone() else { continue };
         let _ = stream.set_nodelay(true);
-        spawn_stream(tunnel.clone(), member, admitted, stream.into_split(), peer, metrics.clone());
+        spawn_stream(tunnel.clone(), member, admitted, stream.into_split(), peer, metrics.clone(), &access_log);
     }
 }
 
@@ -57,23 +65,36 @@ pub fn spawn_stream<R, W>(
     (reader, writer): (R, W),
     peer: SocketAddr,
     metrics: Arc<RelayMetrics>,
+    access_log: &AccessLog,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("public", %peer, tunnel = %tunnel.info.name);
+    let log = access_log.clone();
     tokio::spawn(
         async move {
+            let started = Instant::now();
             let _count = StreamCount::open(&tunnel, &metrics, "tcp");
             let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
+            let tally = Tally::new(&meter);
             let outcome = tokio::select! {
-                r = handle(reader, writer, peer, &tunnel, &member, &meter) => r,
+                r = handle(reader, writer, peer, &tunnel, &member, &tally) => r,
                 _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
                 _ = member.closed().cancelled() => Err(EdgeError::AgentGone),
             };
-            match outcome {
-                Ok(s) => debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed"),
-                Err(e) => debug!(error = %e, "public connection failed"),
+            let close = match &outcome {
+                Ok(s) => {
+                    debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed");
+                    "closed".to_string()
+                }
+                Err(e) => {
+                    debug!(error = %e, "public connection failed");
+                    e.to_string()
+                }
+            };
+            if log.enabled() {
+                log.write(Record::tcp(&tunnel.info, peer, started.elapsed(), tally.totals(), close));
             }
             drop(admitted);
         }
@@ -109,7 +130,7 @@ async fn handle<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     peer: SocketAddr,
     tunnel: &Tunnel,
     member: &Member,
-    meter: &TunnelMeter<'_>,
+    meter: &dyn Meter,
 ) -> Result<SpliceStats, EdgeError> {
     let (response, send) = member.open(StreamKind::Tcp, &tunnel.info.name, Some(peer)).await?;
     let up = async { Ok::<_, EdgeError>(socket_to_stream(reader, send, meter).await?) };

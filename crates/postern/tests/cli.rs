@@ -480,3 +480,53 @@ fn healthcheck_probes_the_relay_and_the_client() {
     let (ok, text) = healthcheck(&[&status, "--path", "readyz"]);
     assert!(!ok && text.contains("invalid path"), "{text}");
 }
+
+/// One echo exchange through the TCP tunnel on `public`, closed by us.
+fn echo_once(public: u16, what: &[u8]) {
+    let mut conn = TcpStream::connect(("127.0.0.1", public)).expect("connect public");
+    conn.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    conn.write_all(what).expect("write");
+    let mut back = vec![0u8; what.len()];
+    conn.read_exact(&mut back).expect("echo");
+    assert_eq!(back, what);
+}
+
+/// Waits until `path` holds `n` lines, and returns them.
+fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let lines: Vec<String> =
+            std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{} holds {} lines, not {n}", path.display(), lines.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reopens_the_access_log_after_logrotate_moved_it() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = state.path().join("access.log");
+    let (relay, port) = start_relay(state.path(), &["--access-log", log.to_str().expect("utf-8")]);
+    let (_client, public) = start_tcp_client(state.path(), port, &[]);
+
+    echo_once(public, b"before the rotation");
+    let first = log_lines(&log, 1);
+    assert!(first[0].contains("\"kind\":\"tcp\"") && first[0].contains("\"bytes_in\":19"), "{first:?}");
+
+    // What logrotate does: move the file away, then tell the relay.
+    let rotated = state.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    relay.signal("-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "SIGHUP did not reopen the access log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    echo_once(public, b"after");
+    let second = log_lines(&log, 1);
+    assert!(second[0].contains("\"bytes_in\":5"), "{second:?}");
+    assert_eq!(log_lines(&rotated, 1).len(), 1, "the rotated file kept only the old line");
+}

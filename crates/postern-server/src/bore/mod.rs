@@ -31,7 +31,7 @@ use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
 use postern_proto::TunnelKind;
 use postern_transport::pipe::pipe;
-use postern_transport::splice::pause;
+use postern_transport::splice::{pause, Meter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
+use crate::access_log::{Record, Tally};
 use crate::auth::{Authenticator, Identity};
 use crate::config::RelayConfig;
 use crate::listener::serve_agents;
@@ -364,17 +365,18 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
         return Err(conn.refuse("this connection belongs to another client").await);
     }
     let tunnel = waiting.tunnel.clone();
-    let Unclaimed { stream, held, .. } = waiting;
+    let Unclaimed { stream, held, at, peer, .. } = waiting;
     let mut stream = stream.into_inner().unwrap_or_else(|p| p.into_inner());
     let metrics = edge.registry.metrics().clone();
     let count = StreamCount::open(&tunnel, &metrics, "tcp");
-    let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
+    let tunnel_meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
+    let meter = Tally::new(&tunnel_meter);
     // Bytes the client sent right after its Accept belong to the stream.
     let rest = conn.decoder.take_rest();
     let result = async {
         if !rest.is_empty() {
             stream.write_all(&rest).await?;
-            pause(meter.outbound(rest.len() as u64)).await;
+            pause(meter.written(rest.len() as u64)).await;
         }
         // Counted as the bytes move (live statistics, bandwidth quota), like the TCP edge.
         tokio::select! {
@@ -384,6 +386,11 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     }
     .await;
     drop((count, held));
+    let log = edge.registry.access_log();
+    if log.enabled() {
+        let close = result.as_ref().map_or_else(|e| e.to_string(), |_| "closed".to_string());
+        log.write(Record::tcp(&tunnel.info, peer, at.elapsed(), meter.totals(), close));
+    }
     match result {
         Ok(s) => Ok(format!(
             "public connection {id}: {} bytes in, {} bytes out",

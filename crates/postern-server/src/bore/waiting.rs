@@ -24,6 +24,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PublicIo fo
 /// map of waiting connections can be shared; it is taken out whole when claimed.)
 pub(super) struct Unclaimed {
     pub(super) at: Instant,
+    /// The visitor's address.
+    pub(super) peer: SocketAddr,
     pub(super) stream: std::sync::Mutex<Box<dyn PublicIo>>,
     pub(super) tunnel: Arc<Tunnel>,
     /// The relay's connection cap, the address's cap and the token's stream quota.
@@ -45,13 +47,13 @@ pub(super) async fn hold(edge: &BoreEdge, tunnel: &Arc<Tunnel>, public: TcpStrea
     }
     let held = edge.gate.admit_public(tunnel, from, Via::Bore).await.ok()?;
     let _ = public.set_nodelay(true);
-    Some(keep(edge, tunnel, Box::new(public), held))
+    Some(keep(edge, tunnel, Box::new(public), held, from))
 }
 
-fn keep(edge: &BoreEdge, tunnel: &Arc<Tunnel>, stream: Box<dyn PublicIo>, held: Admitted) -> Uuid {
+fn keep(edge: &BoreEdge, tunnel: &Arc<Tunnel>, stream: Box<dyn PublicIo>, held: Admitted, peer: SocketAddr) -> Uuid {
     let id = Uuid::new_v4();
     let stream = std::sync::Mutex::new(stream);
-    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), stream, tunnel: tunnel.clone(), held });
+    edge.unclaimed.insert(id, Unclaimed { at: Instant::now(), peer, stream, tunnel: tunnel.clone(), held });
     id
 }
 
@@ -70,7 +72,7 @@ pub fn hold_forwarded(
         debug!(%from, "forwarded connection refused: too many waiting to be claimed");
         return;
     }
-    let id = keep(edge, tunnel, stream, held);
+    let id = keep(edge, tunnel, stream, held, from);
     if tell.try_send(id).is_err() {
         edge.unclaimed.remove(&id);
     }

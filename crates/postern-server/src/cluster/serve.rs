@@ -167,13 +167,14 @@ impl PeerService {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let metrics = self.edge.registry.metrics().clone();
+        let log = self.edge.registry.access_log().clone();
         let bore_edge = self.bore.clone();
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
             let io = TokioIo::new(upgraded);
             match (admitted.member.clone(), bore_edge) {
                 (Some(member), _) => {
-                    crate::tcp_edge::spawn_stream(tunnel, member, admitted, tokio::io::split(io), peer, metrics)
+                    crate::tcp_edge::spawn_stream(tunnel, member, admitted, tokio::io::split(io), peer, metrics, &log)
                 }
                 (None, Some(bore)) => crate::bore::hold_forwarded(&bore, &tunnel, Box::new(io), peer, admitted),
                 (None, None) => {}

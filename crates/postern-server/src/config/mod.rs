@@ -22,7 +22,7 @@ use clap::{ArgAction, Args, FromArgMatches};
 use postern_proto::token::TokenKey;
 
 pub use self::load::Layers;
-pub use self::types::{Bind, ByDomain, PortRange, Secret};
+pub use self::types::{AccessLogTo, Bind, ByDomain, PortRange, Secret};
 use crate::access::Policies;
 use crate::domains::TxtLookup;
 
@@ -191,6 +191,10 @@ pub struct RelayConfig {
     /// Key of the webhook's X-Postern-Signature (HMAC-SHA256 of the body)
     #[arg(long, env = "POSTERN_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
+    /// Write one JSON line per public HTTP request and TCP connection: `stdout`, a file
+    /// (appended to, reopened on SIGHUP for logrotate), or `off`
+    #[arg(long, env = "POSTERN_ACCESS_LOG", value_name = "stdout|FILE|off", default_value = "off")]
+    pub access_log: AccessLogTo,
     /// Export per-tunnel metric series (one label value per tunnel)
     #[arg(long, env = "POSTERN_METRICS_PER_TUNNEL", num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub metrics_per_tunnel: bool,

@@ -75,6 +75,40 @@ impl FromStr for Bind {
     }
 }
 
+/// Where the access log goes: `off`, `stdout`, or a file (appended to, reopened on SIGHUP).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AccessLogTo {
+    /// No access log.
+    #[default]
+    Off,
+    /// One line per record on standard output (journald and `docker logs` collect it).
+    Stdout,
+    /// Appended to this file.
+    File(std::path::PathBuf),
+}
+
+impl fmt::Display for AccessLogTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(p) => p.display().fmt(f),
+        }
+    }
+}
+
+impl FromStr for AccessLogTo {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" | "none" | "" => Ok(Self::Off),
+            "stdout" | "-" => Ok(Self::Stdout),
+            path => Ok(Self::File(path.into())),
+        }
+    }
+}
+
 /// A value that is either set, or (the built-in defaults of addresses) one value for a
 /// development relay (`--domain localhost`) and another for a public one:
 /// `127.0.0.1:7000 on localhost, else 0.0.0.0:7000`.

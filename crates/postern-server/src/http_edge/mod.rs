@@ -10,6 +10,7 @@
 //!   HTTP/2 streams per connection, and an idle timeout on connections that move no bytes.
 
 mod idle;
+mod logged;
 mod pages;
 pub mod proxy;
 

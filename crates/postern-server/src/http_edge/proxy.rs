@@ -22,6 +22,7 @@ use postern_transport::headers::{strip_for_forwarding, upgrade_protocol};
 use postern_transport::splice::splice;
 use tracing::debug;
 
+use super::logged::{Entry, RequestBytes, Served};
 use super::pages::{page, EdgeError};
 use crate::access::forward_auth::Asking;
 use crate::agent::OpenError;
@@ -75,15 +76,20 @@ fn error(err: EdgeError, host: Option<&str>) -> Response<EdgeBody> {
 
 /// hyper service entry point; never fails, every problem becomes a response.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     edge: Arc<Edge>,
     peer: SocketAddr,
     secure: bool,
 ) -> Result<Response<EdgeBody>, Infallible> {
     let started = std::time::Instant::now();
+    let log = edge.registry.access_log();
+    let entry = log.enabled().then(|| Entry::begin(&mut req, peer, started, log.clone()));
     let (kind, resp) = forward(req, &edge, peer, secure, Hop::Public).await;
     edge.registry.metrics().http_answered(kind, resp.status().as_u16(), started.elapsed());
-    Ok(resp)
+    Ok(match entry {
+        Some(entry) => entry.finish(resp),
+        None => resp,
+    })
 }
 
 /// A request another relay of the cluster forwarded here (see `cluster::serve`), for the
@@ -233,7 +239,16 @@ async fn forward(
     if path == "*" {
         return (RELAY, options_asterisk());
     }
-    (kind, proxy(req, edge, peer, secure, tunnel, host, path, kind).await)
+    let served = edge
+        .registry
+        .access_log()
+        .enabled()
+        .then(|| Served { tunnel: tunnel.info.name.clone(), owner: tunnel.info.owner.clone() });
+    let mut resp = proxy(req, edge, peer, secure, tunnel, host, path, kind).await;
+    if let Some(served) = served {
+        resp.extensions_mut().insert(served);
+    }
+    (kind, resp)
 }
 
 /// `OPTIONS *` asks about the server as a whole, which for a tunnel is the relay: it answers
@@ -277,6 +292,7 @@ async fn proxy(
     let upgrade = if kind == "upgrade" { upgrade_protocol(req.headers()) } else { None };
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
+    let body_bytes = parts.extensions.get::<RequestBytes>().cloned();
 
     let mut headers = parts.headers;
     strip_for_forwarding(&mut headers);
@@ -330,7 +346,13 @@ async fn proxy(
         let (t, m) = (tunnel.clone(), metrics.clone());
         tokio::spawn(async move {
             let meter = TunnelMeter { tunnel: &t, metrics: &m, kind: "http" };
-            if let Err(e) = pump(body, send, &|n| meter.inbound(n)).await {
+            let counted = |n| {
+                if let Some(b) = &body_bytes {
+                    b.add(n);
+                }
+                meter.inbound(n)
+            };
+            if let Err(e) = pump(body, send, &counted).await {
                 debug!(error = %e, "request body not fully forwarded");
             }
         });

@@ -266,7 +266,8 @@ async fn serve(
     }
     for tunnel in granted.listeners {
         let metrics = shared.registry.metrics().clone();
-        let edge = crate::tcp_edge::serve(tunnel, shared.gate.clone(), metrics, shutdown.clone());
+        let log = shared.registry.access_log().clone();
+        let edge = crate::tcp_edge::serve(tunnel, shared.gate.clone(), metrics, log, shutdown.clone());
         tokio::spawn(edge.instrument(Span::current()));
     }
     let kick = CancellationToken::new();

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventKind};
 use super::{Member, Tunnel, TunnelInfo};
+use crate::access_log::AccessLog;
 use crate::agent::AgentHandle;
 use crate::leases::{Claim, Leases};
 use crate::metrics::RelayMetrics;
@@ -70,13 +71,15 @@ pub struct Registry {
     announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
     leases: Arc<Leases>,
+    access_log: AccessLog,
     /// Told the names whose member count changed (a clustered relay's directory follows).
     route_changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Registry {
     /// An empty registry whose gauges live in `metrics` and whose names are leased by `leases`.
-    pub fn new(metrics: Arc<RelayMetrics>, leases: Arc<Leases>) -> Arc<Self> {
+    /// Public requests and connections are recorded in `access_log`.
+    pub fn new(metrics: Arc<RelayMetrics>, leases: Arc<Leases>, access_log: AccessLog) -> Arc<Self> {
         Arc::new(Self {
             tunnels: DashMap::new(),
             agents: DashMap::new(),
@@ -86,6 +89,7 @@ impl Registry {
             announcing: Mutex::new(()),
             metrics,
             leases,
+            access_log,
             route_changes: std::sync::OnceLock::new(),
         })
     }
@@ -112,6 +116,11 @@ impl Registry {
     /// The relay's metrics.
     pub fn metrics(&self) -> &Arc<RelayMetrics> {
         &self.metrics
+    }
+
+    /// Where the edges record each public request and connection.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
     }
 
     fn announce(&self, kind: EventKind, owner: &str, tunnel: Option<TunnelInfo>, agent: Option<AgentInfo>) {
