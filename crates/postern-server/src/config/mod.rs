@@ -160,7 +160,8 @@ pub struct RelayConfig {
     /// API's limit for a head and for a body
     #[arg(long, env = "POSTERN_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub http_header_timeout: Duration,
-    /// Close public HTTP connections that move no bytes for this long
+    /// Close public HTTP connections that move no bytes for this long (an HTTP/1.1
+    /// connection waiting for its next request gets --http-header-timeout)
     #[arg(long, env = "POSTERN_HTTP_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
     pub http_idle_timeout: Duration,
     /// Largest request head a public client may send, in bytes (8192 to 1048576; at most 100

@@ -120,7 +120,13 @@ where
     let mut check = tokio::time::interval(idle_limit / 4);
     loop {
         tokio::select! {
-            r = conn.as_mut() => return if r.is_ok() { "done" } else { "ended with an error" },
+            r = conn.as_mut() => return match r {
+                Ok(()) => "done",
+                Err(e) => {
+                    debug!(error = %e, "public connection failed");
+                    "ended with an error"
+                }
+            },
             _ = check.tick(), if !closing => {
                 if activity.idle_for() >= idle_limit {
                     closing = true;
