@@ -398,6 +398,7 @@ async fn health_readiness_and_openapi() -> anyhow::Result<()> {
         "/metrics",
         "/api/v1/tunnels",
         "/api/v1/tunnels/{name}",
+        "/api/v1/tunnels/{name}/history",
         "/api/v1/agents",
         "/api/v1/agents/{id}",
         "/api/v1/events",

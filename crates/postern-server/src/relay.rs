@@ -269,6 +269,7 @@ impl Relay {
                 state_dir: self.config.state_dir.clone(),
                 request_timeout: self.config.http_header_timeout,
                 cluster: cluster.clone(),
+                history_every: self.config.history_every,
             });
             admin_api = Some(admin.clone());
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
@@ -290,6 +291,8 @@ impl Relay {
         if let Some(acme) = &self.acme {
             tokio::spawn(acme.clone().run(shutdown.clone()));
         }
+        let every = self.config.history_every;
+        tokio::spawn(crate::tunnel::history::run(self.registry.clone(), every, shutdown.clone()));
         tokio::spawn(watch_revocations(
             self.revocations.clone(),
             self.registry.clone(),

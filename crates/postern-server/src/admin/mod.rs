@@ -7,6 +7,7 @@
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /api/v1/openapi.json` | none | the API description |
 //! | `GET /api/v1/tunnels[/{name}]` | bearer | tunnels the caller may see |
+//! | `GET /api/v1/tunnels/{name}/history` | bearer | the tunnel's last hour, a point every 5 s |
 //! | `DELETE /api/v1/tunnels/{name}` | bearer | close a tunnel |
 //! | `GET /api/v1/agents` | bearer | connected agents the caller may see |
 //! | `DELETE /api/v1/agents/{id}` | bearer | disconnect an agent |
@@ -113,6 +114,8 @@ pub struct Admin {
     pub request_timeout: Duration,
     /// The cluster, on a clustered relay: lists span every relay.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The interval between the points of a tunnel's history.
+    pub history_every: Duration,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -282,6 +285,16 @@ fn api(
         }
         (Method::GET, ["tunnels", name]) => match reg.get(name).filter(|t| t.info.name == *name) {
             Some(t) if who.may_access(&t.info.owner) => json(StatusCode::OK, &TunnelView::from(&*t)),
+            _ => fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")),
+        },
+        (Method::GET, ["tunnels", name, "history"]) => match reg.get(name).filter(|t| t.info.name == *name) {
+            Some(t) if who.may_access(&t.info.owner) => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "every_ms": admin.history_every.as_millis() as u64,
+                    "points": t.history.points(),
+                }),
+            ),
             _ => fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")),
         },
         (Method::DELETE, ["tunnels", name]) => match reg.get(name).filter(|t| t.info.name == *name) {

@@ -251,6 +251,9 @@ pub struct RelayConfig {
     /// Tunnels one agent may open in its Hello.
     #[arg(skip = 32_usize)]
     pub max_tunnels_per_agent: usize,
+    /// How often each tunnel's history gets a point (`tunnel::history`).
+    #[arg(skip = crate::tunnel::history::EVERY)]
+    pub history_every: Duration,
     /// How often `<state-dir>/revoked.json` is checked for revocations made by the CLI.
     #[arg(skip = Duration::from_secs(1))]
     pub revocation_poll_interval: Duration,

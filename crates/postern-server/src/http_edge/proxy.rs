@@ -244,7 +244,9 @@ async fn forward(
         .access_log()
         .enabled()
         .then(|| Served { tunnel: tunnel.info.name.clone(), owner: tunnel.info.owner.clone() });
+    let (began, stats) = (std::time::Instant::now(), tunnel.stats.clone());
     let mut resp = proxy(req, edge, peer, secure, tunnel, host, path, kind).await;
+    stats.answered(resp.status().as_u16(), began.elapsed());
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
     }

@@ -6,12 +6,14 @@
 //! - [`registry`]: [`Registry`](registry::Registry), live tunnels and agents by name, and
 //!   [`Registration`](registry::Registration), a session's hold on its tunnels;
 //! - [`stats`]: live counters, the byte meter, and the accounting of an open stream;
+//! - [`history`]: the last hour of those counters, sampled every few seconds, for graphs;
 //! - [`events`]: tunnel and agent up/down events and their JSON shape (SSE, webhooks);
 //! - [`admit`]: the one admission path of a public connection or request into a tunnel;
 //! - [`open`]: the one way to open a TCP tunnel (agent sessions and bore clients).
 
 pub mod admit;
 pub mod events;
+pub mod history;
 pub mod open;
 pub mod registry;
 pub mod stats;
@@ -29,6 +31,7 @@ use postern_proto::TunnelKind;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use self::history::History;
 use self::stats::TunnelStats;
 use crate::access::ClientAccess;
 use crate::agent::{AgentHandle, OpenError};
@@ -153,6 +156,8 @@ pub struct Tunnel {
     pub shareable: bool,
     /// Live counters.
     pub stats: Arc<TunnelStats>,
+    /// The last hour of those counters, a point every few seconds (for graphs).
+    pub history: History,
     /// Fires when this tunnel closes (its agent left, or it was kicked); stops its listener.
     pub closed: CancellationToken,
     /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
@@ -187,6 +192,7 @@ impl Tunnel {
             rr: std::sync::atomic::AtomicUsize::new(0),
             shareable: false,
             stats: Arc::default(),
+            history: History::default(),
             closed: CancellationToken::new(),
             alias: OnceLock::new(),
             domain: OnceLock::new(),

@@ -19,6 +19,8 @@ pub struct TunnelStats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     last_activity_ms: AtomicU64,
+    answered: [AtomicU64; 5],
+    latency_us: AtomicU64,
 }
 
 /// A point-in-time copy of [`TunnelStats`].
@@ -34,6 +36,10 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     /// Last time a stream opened or bytes moved.
     pub last_activity: Option<SystemTime>,
+    /// HTTP requests answered, by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub answered: [u64; 5],
+    /// Their time to response headers, summed, in microseconds.
+    pub latency_us: u64,
 }
 
 impl TunnelStats {
@@ -57,6 +63,14 @@ impl TunnelStats {
         self.touch();
     }
 
+    /// An HTTP request through the tunnel was answered with `status` after `elapsed` (to the
+    /// response headers).
+    pub fn answered(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.answered[class].fetch_add(1, Ordering::Relaxed);
+        self.latency_us.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
     fn touch(&self) {
         self.last_activity_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
     }
@@ -70,6 +84,8 @@ impl TunnelStats {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             last_activity: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
+            answered: std::array::from_fn(|i| self.answered[i].load(Ordering::Relaxed)),
+            latency_us: self.latency_us.load(Ordering::Relaxed),
         }
     }
 }
