@@ -200,8 +200,10 @@ impl AccessLog {
     /// Reopens the file by its name (after logrotate moved it); a no-op for stdout.
     pub fn reopen(&self) {
         if let Some((tx, _)) = &self.queue {
-            // Blocking here is fine: reloads run on their own task, rarely.
-            let _ = tx.send(Line::Reopen);
+            // Never wait on a runtime thread: a writer this far behind is stuck on its disk.
+            if tx.try_send(Line::Reopen).is_err() {
+                warn!("the access log's writer is behind; not reopened (send SIGHUP again later)");
+            }
         }
     }
 }

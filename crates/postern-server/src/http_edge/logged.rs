@@ -4,7 +4,7 @@
 //! The edge's own code marks what only it knows: [`RequestBytes`] in the request's extensions
 //! counts the request body as it is forwarded, and [`Served`] in the response's extensions names
 //! the tunnel that answered. A response without `Served` was the relay's own (an unknown host, a
-//! refusal before any tunnel).
+//! refusal before any tunnel) or another relay's, which this one forwarded the request to.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
