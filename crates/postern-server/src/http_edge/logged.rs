@@ -7,19 +7,17 @@
 //! refusal before any tunnel) or another relay's, which this one forwarded the request to.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::{Request, Response};
+use postern_transport::body::Counted;
 
-use super::proxy::{BoxError, EdgeBody};
+use super::proxy::EdgeBody;
 use crate::access_log::{AccessLog, Record};
 
 /// Request-body bytes forwarded so far, shared with the entry that logs them.
@@ -64,51 +62,37 @@ impl Entry {
         Self { record, started, bytes_in, log }
     }
 
-    /// Wraps `resp`'s body so that the line is written when the body is done.
+    /// Wraps `resp`'s body so that the line is written when the body is done (or dropped).
     pub fn finish(mut self, resp: Response<EdgeBody>) -> Response<EdgeBody> {
         self.record.status = Some(resp.status().as_u16());
         if let Some(served) = resp.extensions().get::<Served>() {
             self.record.tunnel = Some(served.tunnel.clone());
             self.record.owner = Some(served.owner.clone());
         }
-        resp.map(|inner| Logged { inner, bytes_out: 0, entry: Some(self) }.boxed())
+        let open = Open { entry: Some(self), bytes_out: AtomicU64::new(0) };
+        resp.map(|inner| {
+            Counted::new(inner, move |n| {
+                open.bytes_out.fetch_add(n, Ordering::Relaxed);
+                Duration::ZERO
+            })
+            .boxed()
+        })
     }
 }
 
-/// A response body that counts what it yields and writes its entry when dropped.
-struct Logged {
-    inner: EdgeBody,
-    bytes_out: u64,
+/// A request whose response body is still going out; writes its line when dropped with that
+/// body.
+struct Open {
     entry: Option<Entry>,
+    bytes_out: AtomicU64,
 }
 
-impl Body for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
-            self.bytes_out += data.map_or(0, |d| d.len() as u64);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Logged {
+impl Drop for Open {
     fn drop(&mut self) {
         if let Some(Entry { mut record, started, bytes_in, log }) = self.entry.take() {
             record.stamp(started.elapsed());
             record.bytes_in = bytes_in.0.load(Ordering::Relaxed);
-            record.bytes_out = self.bytes_out;
+            record.bytes_out = self.bytes_out.load(Ordering::Relaxed);
             log.write(record);
         }
     }
