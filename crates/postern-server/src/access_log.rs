@@ -136,6 +136,7 @@ impl<M: Meter> Meter for Tally<'_, M> {
     }
 }
 
+#[derive(Debug)]
 enum Line {
     Record(Box<Record>),
     Reopen,
@@ -145,15 +146,6 @@ enum Line {
 #[derive(Debug, Clone, Default)]
 pub struct AccessLog {
     queue: Option<(SyncSender<Line>, IntCounter)>,
-}
-
-impl std::fmt::Debug for Line {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Line::Record(_) => "Record",
-            Line::Reopen => "Reopen",
-        })
-    }
 }
 
 /// The access log could not be opened.

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ pub async fn run(registry: Arc<Registry>, every: Duration, shutdown: Cancellatio
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let t = crate::clock::unix_ms();
         let tunnels = registry.tunnels();
         let keep = share(tunnels.len());
         for tunnel in tunnels {
