@@ -14,6 +14,7 @@ mod logged;
 mod pages;
 pub mod proxy;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,7 +53,7 @@ pub async fn serve(
         tasks.spawn(
             async move {
                 let outcome = connection(stream, peer, tls, edge, shutdown).await;
-                debug!(outcome, "public connection closed");
+                debug!(%outcome, "public connection closed");
                 drop(permit);
             }
             .instrument(info_span!("http", %peer, scheme)),
@@ -68,7 +69,7 @@ async fn connection(
     tls: Option<TlsAcceptor>,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
-) -> &'static str {
+) -> Cow<'static, str> {
     let _ = stream.set_nodelay(true);
     match tls {
         None => serve_http(Tracked::new(stream), peer, false, edge, shutdown).await,
@@ -76,8 +77,8 @@ async fn connection(
             let limit = edge.config.http_header_timeout;
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => serve_http(Tracked::new(tls), peer, true, edge, shutdown).await,
-                Ok(Err(_)) => "TLS handshake failed",
-                Err(_) => "TLS handshake timed out",
+                Ok(Err(_)) => "TLS handshake failed".into(),
+                Err(_) => "TLS handshake timed out".into(),
             }
         }
     }
@@ -89,7 +90,7 @@ async fn serve_http<IO>(
     secure: bool,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
-) -> &'static str
+) -> Cow<'static, str>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -121,11 +122,8 @@ where
     loop {
         tokio::select! {
             r = conn.as_mut() => return match r {
-                Ok(()) => "done",
-                Err(e) => {
-                    debug!(error = %e, "public connection failed");
-                    "ended with an error"
-                }
+                Ok(()) => "done".into(),
+                Err(e) => format!("ended with an error: {e}").into(),
             },
             _ = check.tick(), if !closing => {
                 if activity.idle_for() >= idle_limit {
