@@ -385,6 +385,21 @@ impl TestAgent {
     }
 }
 
+/// The JSON lines of the file at `path` (an access log) once it holds at least `n`; an error
+/// after [`PATIENCE`] (its writer flushes when idle, so lines arrive a moment after the traffic).
+pub async fn json_lines(path: &std::path::Path, n: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        if lines.len() >= n {
+            return Ok(lines);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {n} lines in the log: {text}", lines.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Connects to `addr`, writes `data` and half-closes while reading until EOF; returns what came
 /// back (through an echo origin: `data` itself).
 pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> anyhow::Result<Vec<u8>> {

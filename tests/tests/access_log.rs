@@ -1,28 +1,11 @@
 //! The access log end to end (`--access-log FILE`): a real relay and agent on 127.0.0.1, real
 //! HTTPS requests and a real TCP connection, and the JSON lines the relay writes for them.
 
-use std::path::Path;
-use std::time::Duration;
-
 use http::{Request, StatusCode};
 use postern_e2e::http::{drain, h1, pattern_sha256, text, PatternBody};
-use postern_e2e::{echo_through, http_tunnel, origin, payload, tcp, TestAgent, TestRelay, PATIENCE};
+use postern_e2e::{echo_through, http_tunnel, json_lines, origin, payload, tcp, TestAgent, TestRelay};
 use postern_server::config::AccessLogTo;
 use serde_json::Value;
-
-/// The log's lines once it holds at least `n` (the writer thread flushes when idle).
-async fn lines(path: &Path, n: usize) -> anyhow::Result<Vec<Value>> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-        if lines.len() >= n {
-            return Ok(lines);
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {n} lines in the log: {text}", lines.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_and_connection_is_one_json_line() -> anyhow::Result<()> {
@@ -59,7 +42,7 @@ async fn each_request_and_connection_is_one_json_line() -> anyhow::Result<()> {
     let data = payload(7, 70_000);
     assert_eq!(echo_through(public, &data).await?, data);
 
-    let lines = lines(&path, 4).await?;
+    let lines = json_lines(&path, 4).await?;
     let find = |pred: &dyn Fn(&Value) -> bool| lines.iter().find(|l| pred(l)).cloned();
     let upload = find(&|l| l["path"] == "/hash?x=1").expect("the upload's line");
     assert_eq!(upload["kind"], "http");

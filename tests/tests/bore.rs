@@ -64,15 +64,7 @@ async fn bore_local_tunnels_bytes_exactly_and_shows_up_as_a_postern_tunnel() -> 
         .parse::<u64>()?;
     assert_eq!(bytes_in, 3 << 20);
     // And one access log line per visitor, as for any TCP tunnel.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-        if lines.len() >= 3 || tokio::time::Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let lines = postern_e2e::json_lines(&log, 3).await?;
     assert_eq!(lines.len(), 3, "{lines:?}");
     for line in &lines {
         assert_eq!((line["kind"].as_str(), line["owner"].as_str()), (Some("tcp"), Some("alice")), "{line}");
