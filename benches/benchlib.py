@@ -125,12 +125,13 @@ def hold_idle(port, n):
 
 def start_agent(procs, work, binary, tag, ctrl, ca, tunnels):
     """`postern start` with a client file for the relay on `ctrl` trusting `ca`, opening
-    `tunnels` ((kind, local port) pairs); returns the process and the public URLs in order."""
+    `tunnels` ((kind, local port) pairs, or triples whose third item is more TOML for that
+    `[[tunnel]]`); returns the process and the public URLs in order."""
     conf = os.path.join(work, f"client-{tag}.toml")
     with open(conf, "w") as f:
         f.write(f'server = "localhost:{ctrl}"\nca = "{ca}"\nclient_id = "bench"\nlocal_host = "127.0.0.1"\n')
-        for kind, port in tunnels:
-            f.write(f'[[tunnel]]\nkind = "{kind}"\nport = {port}\n')
+        for kind, port, *extra in tunnels:
+            f.write(f'[[tunnel]]\nkind = "{kind}"\nport = {port}\n' + "".join(extra))
     agent = procs.start([binary, "start", "--config", conf], env={**os.environ, "POSTERN_LOG": "warn"})
     urls = [read_until(agent, r"(tcp|http)://\S+", skip=i).group(0) for i in range(len(tunnels))]
     return agent, urls

@@ -21,8 +21,9 @@ from cluster import start_cluster
 from front import http_table, start_front
 
 
-def start_postern(procs, work, binary, tag):
-    """A relay and an agent from `binary`: a TCP tunnel to iperf3, a TCP and an HTTP tunnel to nginx."""
+def start_postern(procs, work, binary, tag, inspect=False):
+    """A relay and an agent from `binary`: a TCP tunnel to iperf3, a TCP and an HTTP tunnel to nginx,
+    and with `inspect` a second HTTP tunnel to nginx whose requests the inspector captures."""
     ctrl, http_port, admin = free_port(), free_port(), free_port()
     state = os.path.join(work, f"pstate-{tag}")
     relay = procs.start([binary, "server", "--control-addr", f"127.0.0.1:{ctrl}", "--http-addr", f"127.0.0.1:{http_port}",
@@ -30,9 +31,12 @@ def start_postern(procs, work, binary, tag):
                          "--state-dir", state, "--log", "warn", "--max-connections-per-ip", "100000"])
     read_until(relay, r"agents connect to")
     tunnels = [("tcp", PORTS["iperf"]), ("tcp", PORTS["nginx"]), ("http", PORTS["nginx"])]
+    if inspect:
+        tunnels.append(("http", PORTS["nginx"], 'id = "inspected"\ninspect = true\n'))
     agent, urls = start_agent(procs, work, binary, tag, ctrl, os.path.join(state, "ca.pem"), tunnels)
+    host = lambda url: url.split("://", 1)[1].split(":")[0]
     return dict(relay=relay, agent=agent, iperf=int(urls[0].rsplit(":", 1)[1]), tcp=int(urls[1].rsplit(":", 1)[1]),
-                host=urls[2].split("://", 1)[1].split(":")[0], http=http_port)
+                host=host(urls[2]), http=http_port, inspected=host(urls[3]) if inspect else None)
 
 
 PORTS = {}
@@ -69,7 +73,7 @@ def main():
         wait_port(ip_port)
 
         PORTS.update(iperf=ip_port, nginx=ng_port)
-        pst = start_postern(procs, work, postern, "main")
+        pst = start_postern(procs, work, postern, "main", inspect=True)
         relay, agent = pst["relay"], pst["agent"]
         p_iperf, p_ng_tcp, p_host, http_port = pst["iperf"], pst["tcp"], pst["host"], pst["http"]
         cand = start_postern(procs, work, a.candidate, "cand") if a.candidate else None
@@ -132,6 +136,8 @@ local_addr = "127.0.0.1:{ng_port}"
             "direct": dict(iperf=ip_port, http=ng_port, host=None),
             "postern tcp": dict(iperf=p_iperf, http=p_ng_tcp, host=None),
             "postern http": dict(iperf=None, http=http_port, host=p_host),
+            # The same relay and agent, a tunnel whose every request the inspector captures.
+            "postern http inspected": dict(iperf=None, http=http_port, host=pst["inspected"]),
             "bore": dict(iperf=b_ports[0], http=b_ports[1], host=None),
             "rathole tcp": dict(iperf=rat["tcp"][0], http=rat["tcp"][1], host=None),
             "rathole noise": dict(iperf=rat["noise"][0], http=rat["noise"][1], host=None),
@@ -229,6 +235,15 @@ local_addr = "127.0.0.1:{ng_port}"
                 lines.append(f"| {m} | {ratio('cluster forwarded', 'cluster local', m)} | {goal} |")
             fwd, loc = med["cluster forwarded"]["p50 µs"], med["cluster local"]["p50 µs"]
             lines.append(f"| p50 added by forwarding | {fwd - loc:+.0f} µs | ≤ 150 µs |")
+        if "postern http inspected" in med and "postern http" in med:
+            lines.append("")
+            lines.append("The request inspector's cost: a tunnel whose requests are captured against one whose are "
+                         "not, same relay and agent, same run (goal ≥ 0.90×):")
+            lines.append("")
+            lines.append("| metric | inspected / not |")
+            lines.append("|---|---|")
+            for m in ("keep-alive req/s", "new-conn req/s", "1 MiB MB/s"):
+                lines.append(f"| {m} | {ratio('postern http inspected', 'postern http', m)} |")
         if cand:
             lines.append("")
             lines.append(f"Candidate `{a.candidate}` against this build (A/B, same run):")

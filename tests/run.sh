@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the system packages the tests drive
 # (curl for the quick-start test, Prometheus for the scrape test, pebble for ACME, Redis for the
-# cluster; PyYAML from PyPI to parse the deploy files), then runs the format check, clippy with warnings as errors, every test in the
+# cluster, Chromium and chromedriver for the dashboard's browser tests; PyYAML from PyPI to parse the deploy files), then runs the format check, clippy with warnings as errors, every test in the
 # workspace, and a bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
 # A real Redis, the directory of the cluster tests (tests/tests/cluster*.rs, crates/postern/tests/cluster.rs).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# A real browser for the dashboard (tests/tests/dashboard.rs), driven over WebDriver.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -27,6 +27,7 @@ fn hello() -> Message {
                 id: Some("ws-123".into()),
                 access: None,
                 domain: None,
+                inspect: false,
             },
             TunnelSpec {
                 kind: TunnelKind::Tcp,
@@ -35,6 +36,7 @@ fn hello() -> Message {
                 id: None,
                 access: None,
                 domain: None,
+                inspect: false,
             },
         ],
         agent: "postern/0.1.0".into(),
@@ -69,7 +71,12 @@ fn hostnames(c: &mut Criterion) {
 
 fn registry(c: &mut Criterion) {
     let metrics = Arc::new(RelayMetrics::new(false).expect("metrics"));
-    let reg = Registry::new(metrics, Arc::new(Leases::new(Duration::from_secs(60), None)), Default::default());
+    let reg = Registry::new(
+        metrics,
+        Arc::new(Leases::new(Duration::from_secs(60), None)),
+        Default::default(),
+        Default::default(),
+    );
     let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
     for i in 0..10_000u32 {
         let session = format!("s{i}");

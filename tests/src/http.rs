@@ -197,10 +197,22 @@ pub async fn admin_post_json(
     token: &str,
     body: &str,
 ) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    admin_send_json(relay, http::Method::POST, path, token, body).await
+}
+
+/// Sends a JSON `body` with `method` to the admin listener with bearer `token`; the status and
+/// JSON answer.
+pub async fn admin_send_json(
+    relay: &TestRelay,
+    method: http::Method,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = TcpStream::connect(relay.admin_addr).await?;
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -248,4 +260,65 @@ pub async fn raw_https(relay: &TestRelay, sni: &str, request: &[u8]) -> anyhow::
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
     Ok((status, text))
+}
+
+/// Subscribes to the admin API's SSE stream with `token`; the events (type and JSON data) as
+/// they arrive, until `count` have.
+pub async fn sse_events(
+    relay: &TestRelay,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<(String, serde_json::Value)>> {
+    sse_events_at(relay, "/api/v1/events", token, count).await
+}
+
+/// [`sse_events`] from `path` (`/api/v1/events` with a query).
+pub async fn sse_events_at(
+    relay: &TestRelay,
+    path: &str,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<(String, serde_json::Value)>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(relay.admin_addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
+        .await?;
+    // The server subscribes before it answers, so once the preamble is here no event is missed.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains(": connected") {
+        let n = tokio::time::timeout(crate::PATIENCE, s.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "event stream closed early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < count {
+            let Ok(n) = s.read(&mut chunk).await else { return };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // Chunked transfer framing aside, events are `event: X\ndata: {...}\n\n` blocks.
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let mut events = Vec::new();
+            for block in text.split("\n\n") {
+                let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(k), Some(d)) = (kind, data) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(d) {
+                        events.push((k.to_string(), v));
+                    }
+                }
+            }
+            for e in events.into_iter().skip(sent) {
+                sent += 1;
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }

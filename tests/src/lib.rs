@@ -15,6 +15,7 @@
 //! - [`payload`] and [`sha256`]: deterministic data and checksums.
 
 pub mod bore_client;
+pub mod browser;
 pub mod cluster;
 pub mod faults;
 pub mod http;
@@ -332,12 +333,21 @@ pub fn http_tunnel(id: &str, local_port: u16) -> TunnelSpec {
         id: Some(id.to_string()),
         access: None,
         domain: None,
+        inspect: false,
     }
 }
 
 /// One tcp tunnel spec for `local_port`.
 pub fn tcp(local_port: u16) -> TunnelSpec {
-    TunnelSpec { kind: TunnelKind::Tcp, local_port, remote_port: None, id: None, access: None, domain: None }
+    TunnelSpec {
+        kind: TunnelKind::Tcp,
+        local_port,
+        remote_port: None,
+        id: None,
+        access: None,
+        domain: None,
+        inspect: false,
+    }
 }
 
 /// An agent running in this process.

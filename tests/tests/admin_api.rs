@@ -7,7 +7,7 @@ use anyhow::Context;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use postern_e2e::http::{admin, admin_json, empty, h1, text};
+use postern_e2e::http::{admin, admin_json, empty, h1, sse_events, text};
 use postern_e2e::{http_tunnel, origin, tcp, TestAgent, TestRelay, PATIENCE};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,63 +140,12 @@ async fn tunnel_counters_move_with_traffic() -> anyhow::Result<()> {
     relay.stop().await
 }
 
-/// Reads SSE events from the admin API until `count` have arrived.
-async fn read_events(
-    relay: &TestRelay,
-    token: &str,
-    count: usize,
-) -> anyhow::Result<tokio::sync::mpsc::Receiver<(String, Value)>> {
-    let mut s = TcpStream::connect(relay.admin_addr).await?;
-    s.write_all(
-        format!("GET /api/v1/events HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    // The server subscribes before it answers, so once the preamble is here no event is missed.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&buf).contains(": connected") {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk)).await??;
-        anyhow::ensure!(n > 0, "event stream closed early");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut sent = 0;
-        while sent < count {
-            let Ok(n) = s.read(&mut chunk).await else { return };
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            // Chunked transfer framing aside, events are `event: X\ndata: {...}\n\n` blocks.
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let mut events = Vec::new();
-            for block in text.split("\n\n") {
-                let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                if let (Some(k), Some(d)) = (kind, data) {
-                    if let Ok(v) = serde_json::from_str::<Value>(d) {
-                        events.push((k.to_string(), v));
-                    }
-                }
-            }
-            for e in events.into_iter().skip(sent) {
-                sent += 1;
-                if tx.send(e).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok(rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_delivers_up_and_down_in_order_and_filtered() -> anyhow::Result<()> {
     let relay = relay().await?;
     let alice_token = relay.mint("alice", &["alice*"], false);
-    let mut admin_events = read_events(&relay, ROOT, 8).await?;
-    let mut alice_events = read_events(&relay, &alice_token, 4).await?;
+    let mut admin_events = sse_events(&relay, ROOT, 8).await?;
+    let mut alice_events = sse_events(&relay, &alice_token, 4).await?;
 
     let origin = origin::http("o").await?;
     let bob_token = relay.mint("bob", &["bob*"], false);
@@ -399,6 +348,10 @@ async fn health_readiness_and_openapi() -> anyhow::Result<()> {
         "/api/v1/tunnels",
         "/api/v1/tunnels/{name}",
         "/api/v1/tunnels/{name}/history",
+        "/api/v1/tunnels/{name}/requests",
+        "/api/v1/tunnels/{name}/requests/{id}",
+        "/api/v1/tunnels/{name}/requests/{id}/replay",
+        "/api/v1/tunnels/{name}/inspect",
         "/api/v1/agents",
         "/api/v1/agents/{id}",
         "/api/v1/events",

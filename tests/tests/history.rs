@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use postern_e2e::http::{admin, drain, h1, PatternBody};
+use postern_e2e::http::{admin, drain, h1, sse_events_at, PatternBody};
 use postern_e2e::{http_tunnel, origin, TestAgent, TestRelay, PATIENCE};
 use serde_json::Value;
 
@@ -59,5 +59,37 @@ async fn the_history_counts_requests_bytes_and_statuses_for_its_owner_only() -> 
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = admin(&relay, Method::GET, &path, None).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    relay.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_events_carry_each_round_of_the_callers_tunnels_only() -> anyhow::Result<()> {
+    let relay = TestRelay::with_config(|c| c.history_every = Duration::from_millis(100)).await?;
+    let web = origin::http("main").await?;
+    let a = relay.mint("tenant-a", &["live-a"], false);
+    let b = relay.mint("tenant-b", &["live-b"], false);
+    let mut agent_a = TestAgent::start(relay.agent_config(&a, vec![http_tunnel("live-a", web.port())]));
+    let mut agent_b = TestAgent::start(relay.agent_config(&b, vec![http_tunnel("live-b", web.port())]));
+    let mine = agent_a.connected().await?[0].name.clone();
+    let theirs = agent_b.connected().await?[0].name.clone();
+
+    // Without asking, no traffic events; with `traffic=1`, one per round, the caller's only.
+    let mut plain = sse_events_at(&relay, "/api/v1/events", &a, 1).await?;
+    let mut live = sse_events_at(&relay, "/api/v1/events?traffic=1", &a, 3).await?;
+    let mut rounds = Vec::new();
+    while rounds.len() < 3 {
+        let (kind, v) = tokio::time::timeout(PATIENCE, live.recv()).await?.expect("stream open");
+        if kind == "traffic" {
+            rounds.push(v);
+        }
+    }
+    for v in &rounds {
+        let names: Vec<&str> =
+            v["tunnels"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(names, [mine.as_str()], "{v}: {theirs} must not show");
+        assert_eq!(v["tunnels"][0]["point"]["t"], v["t"], "the round's own point: {v}");
+    }
+    assert!(rounds.windows(2).all(|w| w[0]["t"].as_u64() < w[1]["t"].as_u64()), "{rounds:?}");
+    assert!(tokio::time::timeout(Duration::from_millis(300), plain.recv()).await.is_err(), "traffic sent unasked");
     relay.stop().await
 }

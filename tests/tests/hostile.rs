@@ -90,6 +90,7 @@ async fn fake_agent(relay: &TestRelay) -> anyhow::Result<tokio_rustls::client::T
             id: None,
             access: None,
             domain: None,
+            inspect: false,
         }],
         agent: "fake".into(),
         group: None,

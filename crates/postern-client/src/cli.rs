@@ -126,6 +126,11 @@ pub struct HttpArgs {
     /// the relay it gets its own certificate.
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+    /// Capture each request (headers, the first 64 KiB of each body) in the relay's request
+    /// inspector, to list and replay through the admin API and dashboard. Authorization,
+    /// cookies and your --auth-header are never kept
+    #[arg(long)]
+    pub inspect: bool,
     #[command(flatten)]
     pub http: HttpOptions,
     #[command(flatten)]
@@ -161,6 +166,7 @@ impl TcpArgs {
             id: None,
             access,
             domain: None,
+            inspect: false,
         };
         self.client.agent_config(vec![spec], &HttpOptions::default())
     }
@@ -183,6 +189,7 @@ impl HttpArgs {
                 id: Some(id.clone()),
                 access: access.clone(),
                 domain: if i == 0 { self.domain.clone() } else { None },
+                inspect: self.inspect,
             })
             .collect();
         let mut cfg = self.client.agent_config(tunnels, &self.http)?;

@@ -65,6 +65,9 @@ struct FileTunnel {
     bearer: Option<String>,
     #[serde(default)]
     allow_ips: Vec<String>,
+    /// Capture requests in the relay's inspector (http tunnels).
+    #[serde(default)]
+    inspect: bool,
 }
 
 /// Reads `path` into an agent config, and the client settings it gave (the `status` address,
@@ -115,6 +118,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
             },
             access,
             domain: t.domain,
+            inspect: t.inspect,
         });
     }
     let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };

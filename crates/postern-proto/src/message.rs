@@ -85,6 +85,9 @@ pub struct TunnelSpec {
     /// operator allows it or its DNS proves the client owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// For http: capture requests in the relay's request inspector from the start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inspect: bool,
 }
 
 /// First frame from the agent.

@@ -18,6 +18,7 @@ fn sample_messages() -> Vec<Message> {
                     id: None,
                     access: None,
                     domain: None,
+                    inspect: false,
                 },
                 TunnelSpec {
                     kind: TunnelKind::Http,
@@ -26,6 +27,7 @@ fn sample_messages() -> Vec<Message> {
                     id: Some("app".into()),
                     access: None,
                     domain: None,
+                    inspect: false,
                 },
             ],
             agent: "postern/0.1.0".into(),

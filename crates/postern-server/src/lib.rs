@@ -11,12 +11,15 @@
 //!   tunnel (`tunnel::open`).
 //! - [`access`]: per-tunnel access rules (client), policies (operator) and forward-auth.
 //! - [`tokens`]: minting and revoking tokens, for the command line and the admin API alike;
+//!   [`ledger`]: the record of minted tokens (claims, never the token), for listing;
 //!   [`revocation`]: the persisted list of revoked tokens.
 //! - [`reload`]: changing a running relay (certificates, revocations, policies, limits).
 //! - [`bore`]: the bore-compatible endpoint (and the bore tokens it accepts).
 //! - [`webhook`]: signed event deliveries with retries (the signature scheme receivers check).
 //! - [`dev_ca`]: the self-signed development CA and `*.localhost` certificate.
 //! - [`cluster`]: a cluster of relays on Redis: claims, routes, peer links, forwarding.
+//! - [`inspect`]: the request inspector: captures of an inspected tunnel's requests, bounded,
+//!   redacted, for the API, the dashboard and replay.
 //!
 //! Inside:
 //!
@@ -51,8 +54,10 @@ pub mod config;
 pub mod dev_ca;
 mod domains;
 mod http_edge;
+pub mod inspect;
 mod keys;
 mod leases;
+pub mod ledger;
 mod listener;
 mod metrics;
 mod outbound;

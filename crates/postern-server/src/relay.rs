@@ -19,6 +19,7 @@ use crate::certs::{CertError, CertResolver};
 use crate::config::{ConfigError, RelayConfig, Secret};
 use crate::domains::DomainPolicy;
 use crate::http_edge::{self, proxy::Edge};
+use crate::inspect::Inspection;
 use crate::leases::Leases;
 use crate::listener::serve_control;
 use crate::metrics::RelayMetrics;
@@ -122,6 +123,7 @@ impl Relay {
         );
         let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof);
         let access_log = AccessLog::start(&config.access_log, m.access_log_dropped.clone())?;
+        let inspection = Inspection::from_config(&config);
         let acme = match (config.acme(), &config.state_dir) {
             (Some(a), Some(dir)) => Some(Acme::new(a, dir.clone(), &config.domain, certs.clone(), metrics)?),
             _ => None,
@@ -129,7 +131,7 @@ impl Relay {
         Ok(Self {
             domains,
             acme,
-            registry: Registry::new(Arc::new(m), leases, access_log),
+            registry: Registry::new(Arc::new(m), leases, access_log, inspection),
             config,
             certs,
             metrics: metrics.clone(),
@@ -270,6 +272,7 @@ impl Relay {
                 request_timeout: self.config.http_header_timeout,
                 cluster: cluster.clone(),
                 history_every: self.config.history_every,
+                ui: Default::default(),
             });
             admin_api = Some(admin.clone());
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));

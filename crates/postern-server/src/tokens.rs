@@ -3,7 +3,8 @@
 //! things with the same messages.
 //!
 //! The request and its validation are in `postern_proto::claims`; here the token gets its id,
-//! is signed with the relay's key, and a bore token is recorded for the bore endpoint.
+//! is signed with the relay's key and recorded in the ledger of minted tokens, and a bore token
+//! is recorded for the bore endpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use clap::Args;
 use postern_proto::claims::{MintError, MintRequest, TokenKind};
 use postern_proto::token::{self, Claims, TokenKey};
 
+use crate::ledger::{Ledger, LedgerError};
 use crate::revocation::{RevocationError, Revocations};
 
 /// `postern token mint`: the mint request's flags, its lifetime and where the key is.
@@ -86,9 +88,13 @@ pub enum TokenFault {
     /// The signing key could not be read or created.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    /// The token could not be recorded in the ledger.
+    #[error("recording the token in the ledger: {0}")]
+    Ledger(#[from] LedgerError),
 }
 
-/// Validates `request`, signs it with `key` and, for a bore token, records it in `state_dir`.
+/// Validates `request`, signs it with `key`, records it in `state_dir`'s ledger
+/// ([`crate::ledger`]) and, for a bore token, for the bore endpoint.
 /// `now` is Unix seconds.
 pub fn mint(key: &TokenKey, request: &MintRequest, state_dir: Option<&Path>, now: u64) -> Result<Minted, TokenFault> {
     let claims = request.claims(token::new_id(rand::random()), now)?;
@@ -96,6 +102,9 @@ pub fn mint(key: &TokenKey, request: &MintRequest, state_dir: Option<&Path>, now
     if request.kind == TokenKind::Bore {
         let dir = state_dir.ok_or(TokenFault::NoStateDir)?;
         crate::bore::secrets::add(dir, &token).map_err(TokenFault::Record)?;
+    }
+    if let Some(dir) = state_dir {
+        Ledger::new(dir).record(&claims, request.kind, now)?;
     }
     Ok(Minted { token, claims, kind: request.kind })
 }

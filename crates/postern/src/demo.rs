@@ -17,7 +17,12 @@ use crate::signals::shutdown_token;
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs, matches: &ArgMatches, metrics: &prometheus::Registry) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
-    let config = load(matches, None)?;
+    let mut config = load(matches, None)?;
+    // The dashboard needs a token: without --admin-token the demo makes one for this run.
+    let admin_token = config.admin_token.get_or_insert_with(|| {
+        rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect::<String>().into()
+    });
+    let admin_token = admin_token.expose().to_string();
     let certs = CertResolver::load(config.cert_source().context("no state directory")?)
         .context("preparing the development certificate")?;
     let ca = certs.dev().map(|d| d.ca_cert.clone()).context("the demo needs the development CA (no --tls-cert)")?;
@@ -28,6 +33,9 @@ pub async fn run(args: DemoArgs, matches: &ArgMatches, metrics: &prometheus::Reg
     let demo_addr = origin.local_addr()?;
     tokio::spawn(postern_client::demo::serve(origin, shutdown.clone()));
     banner(&config, &listeners, &certs)?;
+    if let Some(admin) = &listeners.admin {
+        say!("  dashboard:    http://{}/ui/   admin token: {admin_token}", admin.local_addr()?);
+    }
     let control_port = listeners.control.local_addr()?.port();
     let https_port = listeners.https.as_ref().context("the demo needs --https-addr")?.local_addr()?.port();
 
@@ -43,6 +51,7 @@ pub async fn run(args: DemoArgs, matches: &ArgMatches, metrics: &prometheus::Reg
         id: Some("demo".into()),
         access: None,
         domain: None,
+        inspect: true,
     };
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());

@@ -115,6 +115,7 @@ pub fn banner(config: &RelayConfig, l: &RelayListeners, certs: &CertResolver) ->
     }
     if let Some(l) = &l.admin {
         say!("admin API on http://{}/api/v1/tunnels (metrics: /metrics)", l.local_addr()?);
+        say!("dashboard on http://{}/ui/ (log in with the admin token or a client's token)", l.local_addr()?);
     }
     if let Some(l) = &l.bore {
         let a = l.local_addr()?;

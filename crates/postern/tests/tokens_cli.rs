@@ -125,6 +125,40 @@ fn only_token_ids_can_be_revoked() {
 }
 
 #[test]
+fn tokens_minted_by_the_cli_and_the_api_are_listed_with_their_state_and_never_their_secret() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (relay, _port) = start_relay(state.path(), &["--admin-token", "root"]);
+    let admin = admin_addr(&relay);
+    // One minted offline while the relay runs, one through the API, which is then revoked.
+    let cli_token = mint(state.path(), &["--subject", "from-cli", "--ids", "cli-*"]).expect("cli mint");
+    let (status, api) = api_mint(&admin, r#"{"subject":"from-api","ttl_secs":3600}"#);
+    assert_eq!(status, 201, "{api}");
+    let api_id = api["id"].as_str().expect("id").to_string();
+    let out = curl(
+        &format!("http://{admin}/api/v1/tokens/{api_id}"),
+        &["-X", "DELETE", "-H", "Authorization: Bearer root", "-w", "\n%{http_code}"],
+    );
+    assert!(out.ends_with("200"), "{out}");
+
+    let listed = curl(&format!("http://{admin}/api/v1/tokens"), &["-H", "Authorization: Bearer root"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let tokens = v["tokens"].as_array().expect("list");
+    let subjects: Vec<&str> = tokens.iter().filter_map(|t| t["subject"].as_str()).collect();
+    assert_eq!(subjects, ["from-api", "from-cli"], "newest first: {listed}");
+    assert_eq!((tokens[0]["revoked"].as_bool(), tokens[1]["revoked"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(tokens[1]["ids"], serde_json::json!(["cli-*"]));
+    let ledger = std::fs::read_to_string(state.path().join("tokens.json")).expect("ledger");
+    for secret in [cli_token.as_str(), api["token"].as_str().expect("token")] {
+        assert!(!listed.contains(secret) && !ledger.contains(secret), "a token string was recorded");
+    }
+    // Only the admin lists tokens.
+    let (_, client) = api_mint(&admin, r#"{"subject":"plain"}"#);
+    let bearer = format!("Authorization: Bearer {}", client["token"].as_str().expect("token"));
+    let out = curl(&format!("http://{admin}/api/v1/tokens"), &["-H", &bearer, "-w", "\n%{http_code}"]);
+    assert!(out.ends_with("403"), "{out}");
+}
+
+#[test]
 fn a_client_that_cannot_reach_its_relay_yet_says_so_once() {
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");

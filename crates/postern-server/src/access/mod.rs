@@ -75,6 +75,12 @@ impl ClientAccess {
         Ok(Self { basic, header, allow: parse_nets(&spec.allow_ips)? })
     }
 
+    /// The header the client's header rule requires (`--auth-header`, `--bearer`): a secret,
+    /// which the request inspector never keeps.
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        self.header.as_ref().map(|(name, _)| name)
+    }
+
     /// True when the client set no rule.
     pub fn is_public(&self) -> bool {
         self.basic.is_empty() && self.header.is_none() && self.allow.is_empty()

@@ -2,17 +2,22 @@
 //!
 //! | route | auth | what |
 //! |---|---|---|
+//! | `GET /ui/` | none (the page asks for a token) | the dashboard ([`ui`]) |
 //! | `GET /healthz` | none | liveness |
 //! | `GET /readyz` | none | readiness: listeners bound, certificates loaded, not draining |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /api/v1/openapi.json` | none | the API description |
 //! | `GET /api/v1/tunnels[/{name}]` | bearer | tunnels the caller may see |
 //! | `GET /api/v1/tunnels/{name}/history` | bearer | the tunnel's last hour, a point every 5 s |
+//! | `GET /api/v1/tunnels/{name}/requests[/{id}]` | bearer | the request inspector's captures |
+//! | `POST /api/v1/tunnels/{name}/requests/{id}/replay` | bearer | send a capture again |
+//! | `PUT /api/v1/tunnels/{name}/inspect` | bearer | start or stop capturing |
 //! | `DELETE /api/v1/tunnels/{name}` | bearer | close a tunnel |
 //! | `GET /api/v1/agents` | bearer | connected agents the caller may see |
 //! | `DELETE /api/v1/agents/{id}` | bearer | disconnect an agent |
-//! | `GET /api/v1/events` | bearer | Server-Sent Events: tunnel and agent up/down |
+//! | `GET /api/v1/events` | bearer | Server-Sent Events: tunnel and agent up/down, captures |
 //! | `POST /api/v1/tokens` | admin | mint a signed token |
+//! | `GET /api/v1/tokens` | admin | tokens minted with this relay's state directory |
 //! | `DELETE /api/v1/tokens/{id}` | admin | revoke a token; its sessions end at once |
 //!
 //! The admin token sees everything; a client's token sees what its subject owns. A missing or
@@ -20,8 +25,10 @@
 //! too many failed attempts is locked out (429) for a minute.
 
 mod cluster;
+mod inspect;
 mod sse;
 mod tokens;
+pub mod ui;
 pub mod views;
 
 pub use self::cluster::peer_view;
@@ -116,6 +123,8 @@ pub struct Admin {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The interval between the points of a tunnel's history.
     pub history_every: Duration,
+    /// The dashboard's page and assets.
+    pub ui: ui::Ui,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -211,6 +220,9 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
             }
         }
         (Method::GET, ["metrics"]) => metrics(admin),
+        (Method::GET, []) => ui::redirect(),
+        (Method::GET, ["ui"]) if req.uri().path() == "/ui" => ui::redirect(),
+        (Method::GET, ["ui", rest @ ..]) => admin.ui.serve(rest),
         (Method::GET, ["api", "v1", "openapi.json"]) => {
             let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())).boxed());
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -229,10 +241,18 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
             };
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            let local = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "scope=local"));
+            let asked = |flag: &str| req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == flag));
+            let (local, traffic) = (asked("scope=local"), asked("traffic=1"));
             let cluster = admin.cluster.as_ref().filter(|_| !local);
+            if let ["tunnels", _, "requests" | "inspect", ..] = rest.as_slice() {
+                if let Some(resp) = inspect::route(req, &rest, &who, admin).await {
+                    return resp;
+                }
+                return fail(StatusCode::NOT_FOUND, "not_found", "no such API route");
+            }
             match (&method, rest.as_slice(), cluster) {
                 (&Method::POST, ["tokens"], _) => tokens::mint(req, &who, admin).await,
+                (&Method::GET, ["tokens"], _) => tokens::list(&who, admin),
                 (&Method::DELETE, ["tokens", id], _) => tokens::revoke(id, &who, admin).await,
                 (&Method::GET, ["relays"], _) => match &admin.cluster {
                     Some(c) => cluster::relays(c, admin, &who).await,
@@ -255,7 +275,7 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
                 (&Method::DELETE, [what @ ("tunnels" | "agents"), key], Some(c)) => {
                     cluster::delete(c, admin, &who, what, key).await
                 }
-                _ => api(method, &rest, &who, admin, shutdown),
+                _ => api(method, &rest, &who, admin, shutdown, traffic),
             }
         }
         (_, ["healthz" | "readyz" | "metrics"]) => {
@@ -271,6 +291,7 @@ fn api(
     who: &Identity,
     admin: &Admin,
     shutdown: CancellationToken,
+    traffic: bool,
 ) -> Response<AdminBody> {
     let reg = &admin.registry;
     match (method, rest) {
@@ -324,7 +345,10 @@ fn api(
                 json(StatusCode::OK, &serde_json::json!({"disconnected": id}))
             }
         },
-        (Method::GET, ["events"]) => sse::stream(reg.events(), who.clone(), shutdown),
+        (Method::GET, ["events"]) => {
+            let traffic = traffic.then(|| sse::Traffic { registry: reg.clone(), rounds: reg.samples() });
+            sse::stream(reg.events(), who.clone(), shutdown, traffic)
+        }
         (_, ["tunnels" | "agents" | "events" | "tokens", ..]) => {
             fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         }

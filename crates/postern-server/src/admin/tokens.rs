@@ -1,5 +1,6 @@
-//! `POST /api/v1/tokens` (mint) and `DELETE /api/v1/tokens/{id}` (revoke), for orchestrators.
-//! Admin only. The request and its validation are shared with the command line
+//! `POST /api/v1/tokens` (mint), `GET /api/v1/tokens` (the ledger of minted tokens, with
+//! whether each is revoked or expired) and `DELETE /api/v1/tokens/{id}` (revoke), for
+//! orchestrators and the dashboard. Admin only. The request and its validation are shared with the command line
 //! ([`crate::tokens`]).
 
 use std::time::Duration;
@@ -53,9 +54,7 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
     };
     let claims = &minted.claims;
     tracing::info!(token_id = %claims.jti, subject = %claims.sub, by = %who.subject, "token minted through the admin API");
-    let expires = claims
-        .exp
-        .map(|e| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(e)).to_string());
+    let expires = claims.exp.map(rfc3339);
     json(
         StatusCode::CREATED,
         &serde_json::json!({
@@ -66,6 +65,47 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
             "kind": minted.kind.as_str(),
         }),
     )
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// Lists the tokens minted with this relay's state directory, newest first.
+pub fn list(who: &Identity, admin: &Admin) -> Response<AdminBody> {
+    if let Some(denied) = admin_only(who) {
+        return denied;
+    }
+    let Some(dir) = &admin.state_dir else {
+        return json(StatusCode::OK, &serde_json::json!({ "tokens": [] }));
+    };
+    let entries = match crate::ledger::Ledger::new(dir).list() {
+        Ok(list) => list,
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, "ledger", e.to_string()),
+    };
+    let now = crate::clock::unix_secs();
+    let revocations = admin.auth.revocations();
+    let tokens: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let c = &e.claims;
+            serde_json::json!({
+                "id": c.jti,
+                "subject": c.sub,
+                "kind": e.kind,
+                "ids": c.ids,
+                "ports": c.ports,
+                "admin": c.admin,
+                "share": c.share,
+                "limits": c.limits,
+                "minted": rfc3339(e.minted),
+                "expires": c.exp.map(rfc3339),
+                "expired": c.exp.is_some_and(|exp| exp <= now),
+                "revoked": revocations.is_revoked(&c.jti),
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "tokens": tokens }))
 }
 
 /// Revokes a token and ends its sessions (on every relay of a cluster).

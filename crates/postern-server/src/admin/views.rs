@@ -47,6 +47,8 @@ pub struct TunnelView {
     pub totals: Totals,
     /// RFC 3339, or null before any traffic.
     pub last_activity: Option<String>,
+    /// The request inspector captures its requests.
+    pub inspect: bool,
 }
 
 /// Traffic totals.
@@ -81,6 +83,7 @@ impl From<&Tunnel> for TunnelView {
             active_streams: s.active_streams,
             totals: Totals { requests: s.requests, bytes_in: s.bytes_in, bytes_out: s.bytes_out },
             last_activity: s.last_activity.map(rfc3339),
+            inspect: t.inspector.is_on(),
         }
     }
 }

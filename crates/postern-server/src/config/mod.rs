@@ -196,6 +196,26 @@ pub struct RelayConfig {
     /// (appended to, reopened on SIGHUP for logrotate), or `off`
     #[arg(long, env = "POSTERN_ACCESS_LOG", value_name = "stdout|FILE|off", default_value = "off")]
     pub access_log: AccessLogTo,
+    /// Requests the inspector keeps per inspected tunnel (`postern http --inspect`, or the
+    /// admin API's toggle); the oldest go first
+    #[arg(long, env = "POSTERN_INSPECT_KEEP", value_name = "N", default_value = "100", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub inspect_keep: u64,
+    /// Memory all inspected tunnels' captures may hold together, in MiB (each keeps up to 64
+    /// KiB of each body); past it a tunnel's oldest capture goes, then new captures lose their
+    /// bodies
+    #[arg(long, env = "POSTERN_INSPECT_MEMORY", value_name = "MIB", default_value = "64")]
+    pub inspect_memory: u64,
+    /// Headers whose values the inspector replaces with [redacted]; the whole list, so name
+    /// the defaults too to keep them ('' redacts none). A tunnel's own --auth-header is always
+    /// redacted
+    #[arg(
+        long,
+        env = "POSTERN_INSPECT_REDACT",
+        value_name = "HEADERS",
+        value_delimiter = ',',
+        default_value = "authorization,cookie,set-cookie,proxy-authorization"
+    )]
+    pub inspect_redact: Vec<String>,
     /// Export per-tunnel metric series (one label value per tunnel)
     #[arg(long, env = "POSTERN_METRICS_PER_TUNNEL", num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub metrics_per_tunnel: bool,

@@ -33,6 +33,11 @@ impl RelayConfig {
                 return Err(ConfigError::Invalid(format!("the {name} must be above zero")));
             }
         }
+        for name in self.inspect_redact.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::Invalid(format!("--inspect-redact: {name:?} is not a header name")));
+            }
+        }
         let most = postern_transport::mux::MAX_PUBLIC_HEADER_BYTES;
         if !(8192..=most).contains(&self.http_max_header_bytes) {
             return Err(ConfigError::Invalid(format!("the HTTP header limit must be between 8192 and {most} bytes")));

@@ -13,6 +13,8 @@ mod idle;
 mod logged;
 mod pages;
 pub mod proxy;
+pub mod replay;
+mod upstream;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

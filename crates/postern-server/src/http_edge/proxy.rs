@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Uri};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -24,10 +24,12 @@ use tracing::debug;
 
 use super::logged::{Entry, RequestBytes, Served};
 use super::pages::{page, EdgeError};
+use super::upstream::{self, Upstream};
 use crate::access::forward_auth::Asking;
 use crate::agent::OpenError;
 use crate::cluster::forward::Forwarded;
 use crate::config::RelayConfig;
+use crate::inspect::tap::{Asked, Draft, Tap, Tapped};
 use crate::metrics::RelayMetrics;
 use crate::tunnel::admit::{Admitted, Gate, Refusal, Via};
 use crate::tunnel::registry::Registry;
@@ -170,7 +172,7 @@ fn challenge_response(key_auth: String) -> Response<EdgeBody> {
 const RELAY: &str = "relay";
 
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     edge: &Edge,
     peer: SocketAddr,
     secure: bool,
@@ -245,8 +247,19 @@ async fn forward(
         .enabled()
         .then(|| Served { tunnel: tunnel.info.name.clone(), owner: tunnel.info.owner.clone() });
     let (began, stats) = (std::time::Instant::now(), tunnel.stats.clone());
+    let draft = tunnel.inspector.is_on().then(|| {
+        let asked =
+            Asked { method: req.method().as_str(), path: &path, host: &host, peer, secure, headers: req.headers() };
+        Draft::begin(edge.registry.clone(), tunnel.clone(), asked, began)
+    });
+    if let (Some(draft), "http") = (&draft, kind) {
+        req.extensions_mut().insert(draft.request_tap());
+    }
     let mut resp = proxy(req, edge, peer, secure, tunnel, host, path, kind).await;
     stats.answered(resp.status().as_u16(), began.elapsed());
+    if let Some(draft) = draft {
+        resp = draft.respond(resp);
+    }
     if let Some(served) = served {
         resp.extensions_mut().insert(served);
     }
@@ -287,51 +300,26 @@ async fn proxy(
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
-    let Ok(authority) = host.parse::<Authority>() else {
-        return error(EdgeError::BadHost, Some(&host));
-    };
-
     let upgrade = if kind == "upgrade" { upgrade_protocol(req.headers()) } else { None };
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body_bytes = parts.extensions.get::<RequestBytes>().cloned();
-
-    let mut headers = parts.headers;
-    strip_for_forwarding(&mut headers);
-    headers.remove(header::HOST);
-    // The relay is the edge: it states the peer, it does not trust what the peer claims.
-    headers.remove("forwarded");
-    let put = |headers: &mut http::HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    put(&mut headers, "x-forwarded-for", &peer.ip().to_string());
-    put(&mut headers, "x-forwarded-proto", if secure { "https" } else { "http" });
-    put(&mut headers, "x-forwarded-host", &host);
-    for (name, value) in admitted.add_headers.iter() {
-        headers.insert(name, value.clone());
-    }
+    let tap = parts.extensions.remove::<Tap>();
     let stream_kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
-    put(&mut headers, stream::KIND, stream_kind.as_str());
-    put(&mut headers, stream::TUNNEL, &tunnel.info.name);
-    put(&mut headers, stream::PEER, &peer.to_string());
-    if let Some(proto) = &upgrade {
-        headers.insert(stream::UPGRADE, proto.clone());
-    }
-
-    let uri = Uri::builder()
-        .scheme(if secure { "https" } else { "http" })
-        .authority(authority)
-        .path_and_query(path.as_str())
-        .build();
-    let Ok(uri) = uri else {
+    let to = Upstream {
+        host: &host,
+        path: &path,
+        peer,
+        secure,
+        tunnel: &tunnel.info.name,
+        kind: stream_kind,
+        add: &admitted.add_headers,
+        upgrade: upgrade.as_ref(),
+        replay_of: None,
+    };
+    let Some(upstream) = upstream::request(parts.method, parts.headers, to) else {
         return error(EdgeError::BadHost, Some(&host));
     };
-    let mut upstream = Request::new(());
-    *upstream.method_mut() = parts.method;
-    *upstream.uri_mut() = uri;
-    *upstream.headers_mut() = headers;
 
     let end_of_stream = upgrade.is_none() && body.is_end_stream();
     let metrics = edge.registry.metrics().clone();
@@ -354,7 +342,7 @@ async fn proxy(
                 }
                 meter.inbound(n)
             };
-            if let Err(e) = pump(body, send, &counted).await {
+            if let Err(e) = pump(Tapped::new(body, tap), send, &counted).await {
                 debug!(error = %e, "request body not fully forwarded");
             }
         });

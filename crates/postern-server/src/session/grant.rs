@@ -149,6 +149,7 @@ async fn reserve(
         t.group = who.group.map(str::to_string);
         t.shareable = who.shareable();
         t.access = access;
+        t.inspector.set(spec.inspect && spec.kind == TunnelKind::Http);
     };
     let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     let tunnel = match spec.kind {

@@ -1,12 +1,16 @@
 //! What happens to tunnels and agents, as the registry announces it, and the JSON shape the
-//! status API's SSE stream and the webhooks send.
+//! status API's SSE stream and the webhooks send. The SSE stream also carries each request an
+//! inspected tunnel captures (`request_captured`); webhooks do not.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::registry::AgentInfo;
 use super::TunnelInfo;
+use crate::inspect::view::CaptureEvent;
+use crate::inspect::Capture;
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -23,6 +27,8 @@ pub enum EventKind {
     AgentConnected,
     /// An agent's session ended.
     AgentDisconnected,
+    /// An inspected tunnel captured a request.
+    RequestCaptured,
 }
 
 impl EventKind {
@@ -33,7 +39,13 @@ impl EventKind {
             Self::TunnelDown => "tunnel_down",
             Self::AgentConnected => "agent_connected",
             Self::AgentDisconnected => "agent_disconnected",
+            Self::RequestCaptured => "request_captured",
         }
+    }
+
+    /// True for the kinds webhooks deliver (not captures: one per request is too many).
+    pub fn for_webhooks(self) -> bool {
+        self != Self::RequestCaptured
     }
 }
 
@@ -52,6 +64,8 @@ pub struct Event {
     pub tunnel: Option<TunnelInfo>,
     /// The agent, for agent events.
     pub agent: Option<AgentInfo>,
+    /// The request, for `request_captured`.
+    pub capture: Option<Arc<Capture>>,
 }
 
 /// One event, as sent on SSE and to webhooks.
@@ -59,7 +73,8 @@ pub struct Event {
 pub struct EventView {
     /// Increasing sequence number.
     pub seq: u64,
-    /// `tunnel_up`, `tunnel_down`, `agent_connected` or `agent_disconnected`.
+    /// `tunnel_up`, `tunnel_down`, `agent_connected`, `agent_disconnected` or
+    /// `request_captured`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// RFC 3339.
@@ -68,6 +83,9 @@ pub struct EventView {
     pub tunnel: Option<EventTunnel>,
     /// The agent, for agent events.
     pub agent: Option<EventAgent>,
+    /// The request, for `request_captured` (only on the SSE stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<CaptureEvent>,
 }
 
 /// The tunnel in an event.
@@ -120,6 +138,7 @@ impl From<&Event> for EventView {
                 owner: a.owner.clone(),
                 addr: a.addr.to_string(),
             }),
+            request: e.capture.as_deref().map(CaptureEvent::from),
         }
     }
 }

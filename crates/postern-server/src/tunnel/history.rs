@@ -4,7 +4,8 @@
 //! One relay-wide task ([`run`]) samples every tunnel. Memory has a fixed cap: at most
 //! [`BUDGET`] points over all tunnels (16 MiB at 64 bytes a point), so when more than
 //! `BUDGET / POINTS` (364) tunnels are up, each keeps a shorter history, evenly. A tunnel's
-//! history goes with it.
+//! history goes with it. After each round the registry tells watchers (the SSE stream's
+//! `traffic` events) that new points are there.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,11 @@ impl History {
     pub fn points(&self) -> Vec<Point> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).points.iter().copied().collect()
     }
+
+    /// The newest point.
+    pub fn last(&self) -> Option<Point> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).points.back().copied()
+    }
 }
 
 /// How many points each of `tunnels` tunnels may keep.
@@ -117,6 +123,7 @@ pub async fn run(registry: Arc<Registry>, every: Duration, shutdown: Cancellatio
         for tunnel in tunnels {
             tunnel.history.sample(t, tunnel.stats.snapshot(), keep);
         }
+        registry.sampled(t);
     }
 }
 

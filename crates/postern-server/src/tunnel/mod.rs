@@ -35,6 +35,7 @@ use self::history::History;
 use self::stats::TunnelStats;
 use crate::access::ClientAccess;
 use crate::agent::{AgentHandle, OpenError};
+use crate::inspect::Inspector;
 use crate::quota::{TokenQuota, TunnelSlot};
 
 /// What the registry knows about a tunnel, for listing.
@@ -158,6 +159,8 @@ pub struct Tunnel {
     pub stats: Arc<TunnelStats>,
     /// The last hour of those counters, a point every few seconds (for graphs).
     pub history: History,
+    /// Its request inspector (HTTP tunnels; off unless asked for).
+    pub inspector: Inspector,
     /// Fires when this tunnel closes (its agent left, or it was kicked); stops its listener.
     pub closed: CancellationToken,
     /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
@@ -193,6 +196,7 @@ impl Tunnel {
             shareable: false,
             stats: Arc::default(),
             history: History::default(),
+            inspector: Inspector::default(),
             closed: CancellationToken::new(),
             alias: OnceLock::new(),
             domain: OnceLock::new(),

@@ -24,6 +24,7 @@ use super::events::{Event, EventKind};
 use super::{Member, Tunnel, TunnelInfo};
 use crate::access_log::AccessLog;
 use crate::agent::AgentHandle;
+use crate::inspect::{Capture, Inspection};
 use crate::leases::{Claim, Leases};
 use crate::metrics::RelayMetrics;
 
@@ -66,30 +67,40 @@ pub struct Registry {
     tunnels: DashMap<String, Arc<Tunnel>>,
     agents: DashMap<String, Arc<Agent>>,
     changes: watch::Sender<u64>,
+    samples: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     seq: AtomicU64,
     announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
     leases: Arc<Leases>,
     access_log: AccessLog,
+    inspection: Inspection,
     /// Told the names whose member count changed (a clustered relay's directory follows).
     route_changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Registry {
     /// An empty registry whose gauges live in `metrics` and whose names are leased by `leases`.
-    /// Public requests and connections are recorded in `access_log`.
-    pub fn new(metrics: Arc<RelayMetrics>, leases: Arc<Leases>, access_log: AccessLog) -> Arc<Self> {
+    /// Public requests and connections are recorded in `access_log`; inspected tunnels' captures
+    /// are bounded by `inspection`.
+    pub fn new(
+        metrics: Arc<RelayMetrics>,
+        leases: Arc<Leases>,
+        access_log: AccessLog,
+        inspection: Inspection,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tunnels: DashMap::new(),
             agents: DashMap::new(),
             changes: watch::Sender::new(0),
+            samples: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
             seq: AtomicU64::new(0),
             announcing: Mutex::new(()),
             metrics,
             leases,
             access_log,
+            inspection,
             route_changes: std::sync::OnceLock::new(),
         })
     }
@@ -124,12 +135,45 @@ impl Registry {
     }
 
     fn announce(&self, kind: EventKind, owner: &str, tunnel: Option<TunnelInfo>, agent: Option<AgentInfo>) {
+        self.publish(kind, owner, tunnel, agent, None);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        owner: &str,
+        tunnel: Option<TunnelInfo>,
+        agent: Option<AgentInfo>,
+        capture: Option<Arc<Capture>>,
+    ) {
         // Numbering and sending under one lock, so subscribers see `seq` in order.
         let _in_order = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let at = SystemTime::now();
         // No subscribers is fine.
-        let _ = self.events.send(Event { seq, kind, at: SystemTime::now(), owner: owner.to_string(), tunnel, agent });
-        self.changes.send_modify(|n| *n += 1);
+        let _ = self.events.send(Event { seq, kind, at, owner: owner.to_string(), tunnel, agent, capture });
+    }
+
+    /// Announces a request `tunnel`'s inspector captured (on the SSE stream only).
+    pub fn announce_capture(&self, tunnel: &Tunnel, capture: &Arc<Capture>) {
+        let info = Some(tunnel.info.clone());
+        self.publish(EventKind::RequestCaptured, &tunnel.info.owner, info, None, Some(capture.clone()));
+    }
+
+    /// Every tunnel's history has a new point, taken at `t` (Unix ms).
+    pub fn sampled(&self, t: u64) {
+        self.samples.send_replace(t);
+    }
+
+    /// Watches the history's rounds: the time of the newest.
+    pub fn samples(&self) -> watch::Receiver<u64> {
+        self.samples.subscribe()
+    }
+
+    /// The request inspector's settings and memory.
+    pub fn inspection(&self) -> &Inspection {
+        &self.inspection
     }
 
     /// Registers a tunnel under its name, unless the name is taken. The name is held from now
