@@ -77,7 +77,6 @@ pub async fn run(hook: Webhook, mut events: broadcast::Receiver<Event>, shutdown
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             e = events.recv() => match e {
-                Ok(e) if !e.kind.for_webhooks() => continue,
                 Ok(e) => e,
                 Err(RecvError::Lagged(n)) => {
                     warn!(skipped = n, url = %hook.url, "webhook receiver too slow; skipped events");

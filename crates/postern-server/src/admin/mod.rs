@@ -347,7 +347,7 @@ fn api(
         },
         (Method::GET, ["events"]) => {
             let traffic = traffic.then(|| sse::Traffic { registry: reg.clone(), rounds: reg.samples() });
-            sse::stream(reg.events(), who.clone(), shutdown, traffic)
+            sse::stream(reg.events(), reg.captures(), who.clone(), shutdown, traffic)
         }
         (_, ["tunnels" | "agents" | "events" | "tokens", ..]) => {
             fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")

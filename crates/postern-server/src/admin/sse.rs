@@ -40,6 +40,7 @@ pub struct Traffic {
 
 struct State {
     rx: broadcast::Receiver<Event>,
+    captures: broadcast::Receiver<Event>,
     who: Identity,
     shutdown: CancellationToken,
     started: bool,
@@ -74,14 +75,16 @@ async fn next_round(traffic: &mut Option<Traffic>) -> Option<u64> {
     }
 }
 
-/// The SSE response; with `traffic`, it carries `traffic` events too.
+/// The SSE response: `rx`'s events and `captures` (the inspector's); with `traffic`, `traffic`
+/// events too.
 pub fn stream(
     rx: broadcast::Receiver<Event>,
+    captures: broadcast::Receiver<Event>,
     who: Identity,
     shutdown: CancellationToken,
     traffic: Option<Traffic>,
 ) -> Response<AdminBody> {
-    let state = State { rx, who, shutdown, started: false, traffic };
+    let state = State { rx, captures, who, shutdown, started: false, traffic };
     let frames = stream::unfold(state, |mut st| async move {
         if !st.started {
             st.started = true;
@@ -95,6 +98,7 @@ pub fn stream(
                     let frame = traffic_frame(traffic, &st.who, t);
                     return Some((Ok(Frame::data(frame)), st));
                 }
+                r = st.captures.recv() => Ok(r),
                 r = tokio::time::timeout(KEEPALIVE, st.rx.recv()) => r,
             };
             let chunk = match next {

@@ -52,7 +52,9 @@ impl Body1 {
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
     }
 
-    fn done(self) -> BodyCapture {
+    fn done(mut self) -> BodyCapture {
+        // What is kept is what is charged to the budget: no spare capacity.
+        self.bytes.shrink_to_fit();
         let truncated = self.size > self.bytes.len() as u64;
         BodyCapture { bytes: Bytes::from(self.bytes), size: self.size, truncated }
     }

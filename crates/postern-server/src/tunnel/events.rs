@@ -1,6 +1,7 @@
 //! What happens to tunnels and agents, as the registry announces it, and the JSON shape the
 //! status API's SSE stream and the webhooks send. The SSE stream also carries each request an
-//! inspected tunnel captures (`request_captured`); webhooks do not.
+//! inspected tunnel captures (`request_captured`), which the registry sends on a channel of
+//! their own (`Registry::captures`), so webhooks never see them.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -41,11 +42,6 @@ impl EventKind {
             Self::AgentDisconnected => "agent_disconnected",
             Self::RequestCaptured => "request_captured",
         }
-    }
-
-    /// True for the kinds webhooks deliver (not captures: one per request is too many).
-    pub fn for_webhooks(self) -> bool {
-        self != Self::RequestCaptured
     }
 }
 

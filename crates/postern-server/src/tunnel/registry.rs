@@ -69,6 +69,9 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     samples: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
+    /// Captures of inspected tunnels, apart from `events`: a busy tunnel's requests must not
+    /// push tunnel and agent events out of a slow reader's (the webhooks') buffer.
+    captures: broadcast::Sender<Event>,
     seq: AtomicU64,
     announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
@@ -95,6 +98,7 @@ impl Registry {
             changes: watch::Sender::new(0),
             samples: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
+            captures: broadcast::Sender::new(1024),
             seq: AtomicU64::new(0),
             announcing: Mutex::new(()),
             metrics,
@@ -152,7 +156,8 @@ impl Registry {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let at = SystemTime::now();
         // No subscribers is fine.
-        let _ = self.events.send(Event { seq, kind, at, owner: owner.to_string(), tunnel, agent, capture });
+        let channel = if kind == EventKind::RequestCaptured { &self.captures } else { &self.events };
+        let _ = channel.send(Event { seq, kind, at, owner: owner.to_string(), tunnel, agent, capture });
     }
 
     /// Announces a request `tunnel`'s inspector captured (on the SSE stream only).
@@ -393,6 +398,12 @@ impl Registry {
     /// A receiver of every event from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Subscribes to the inspector's captures (`request_captured` events), a channel of their
+    /// own.
+    pub fn captures(&self) -> broadcast::Receiver<Event> {
+        self.captures.subscribe()
     }
 }
 
