@@ -415,3 +415,26 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
     stop.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_takes_a_token_from_a_query_string_or_a_cookie() -> anyhow::Result<()> {
+    // Enough failures allowed that the lockout (429) does not answer first.
+    let relay = TestRelay::with_config(|c| {
+        c.admin_token = Some(ROOT.into());
+        c.max_auth_failures = 1000;
+    })
+    .await?;
+    for path in ["/api/v1/tunnels", "/api/v1/events", "/api/v1/tokens"] {
+        for query in ["token", "access_token", "bearer", "auth"] {
+            let (status, _) = admin(&relay, Method::GET, &format!("{path}?{query}={ROOT}"), None).await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}?{query}=");
+        }
+        let mut s = TcpStream::connect(relay.admin_addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nCookie: token={ROOT}; postern.token={ROOT}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        assert!(out.starts_with("HTTP/1.1 401"), "{path} with a cookie: {out}");
+    }
+    relay.stop().await
+}

@@ -49,6 +49,22 @@ async fn head_asset(relay: &TestRelay) -> anyhow::Result<String> {
     raw_head(relay.admin_addr, &format!("/ui/{src}")).await
 }
 
+/// `curl` through the relay's HTTPS edge to `https://<label>.localhost:<port><path>`, trusting
+/// the relay's CA; the answer's body.
+async fn curl(relay: &TestRelay, label: &str, path: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let port = relay.https_addr.port();
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "10", "--cacert"])
+        .arg(&relay.ca)
+        .args(["--resolve", &format!("{label}.localhost:{port}:127.0.0.1")])
+        .args(extra)
+        .arg(format!("https://{label}.localhost:{port}{path}"))
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 fn get(host: &str, path: &str) -> anyhow::Result<Request<Full<Bytes>>> {
     Ok(Request::get(path).header("host", host).body(Full::new(Bytes::new()))?)
 }
@@ -93,8 +109,8 @@ async fn a_tenant_sees_only_its_own_tunnels_and_its_requests_arrive_live() -> an
     browser.client.goto(&format!("http://{}/ui/#/tunnel/{alice_tunnel}", relay.admin_addr)).await?;
     browser.wait_for("#captures tr[data-capture]").await?;
     browser.client.execute("window.__sameDocument = true; return true;", vec![]).await?;
-    let (status, _) = visit(&relay, &label, get(&host, "/live-one?x=1")?).await?;
-    assert_eq!(status, StatusCode::OK);
+    let answer = curl(&relay, &label, "/live-one?x=1", &["-H", "Authorization: Bearer visitor-secret"]).await?;
+    assert_eq!(answer, "origin main");
     browser
         .wait_until(
             "the new request in the list",
@@ -106,8 +122,9 @@ async fn a_tenant_sees_only_its_own_tunnels_and_its_requests_arrive_live() -> an
         serde_json::Value::Bool(true),
         "the page reloaded"
     );
-    // Open it: its response body is there, as text.
+    // Open it: its headers, the credential redacted, and its response body, as text.
     let row = browser.wait_for("#captures tr[data-capture]").await?;
+    let first = row.attr("data-capture").await?.unwrap_or_default();
     row.click().await?;
     browser
         .wait_until(
@@ -115,10 +132,36 @@ async fn a_tenant_sees_only_its_own_tunnels_and_its_requests_arrive_live() -> an
             "return (document.querySelector('#response-body') || {}).textContent === 'origin main'",
         )
         .await?;
-    // Replay it from the page: the replay shows up, marked.
+    browser
+        .wait_until(
+            "the redacted credential",
+            "return [...document.querySelectorAll('#request-headers tr')].some(tr => \
+               tr.cells[0].textContent === 'authorization' && tr.cells[1].textContent === '[redacted]')",
+        )
+        .await?;
+    let page = browser.client.find(Locator::Id("main")).await?.text().await?;
+    assert!(!page.contains("visitor-secret"), "the credential shows on the page");
+    // Replay it from the page: a new entry, marked as a replay, with the local service's answer.
     browser.wait_for("#replay:not([disabled])").await?.click().await?;
     browser
-        .wait_until("the replay", "return /Replay of/.test((document.querySelector('#capture') || {}).textContent)")
+        .wait_until(
+            "the replay's answer",
+            &format!(
+                "const top = document.querySelector('#captures tr[data-capture]'); \
+                 return top.dataset.capture !== '{first}' && /replay of #{first}/.test(top.textContent) \
+                   && /Replay of/.test(document.querySelector('#capture').textContent) \
+                   && document.querySelector('#response-body').textContent === 'origin main'"
+            ),
+        )
+        .await?;
+    // The graphs render: each has a canvas with pixels drawn.
+    browser
+        .wait_until(
+            "drawn graphs",
+            "const cs = [...document.querySelectorAll('.graph canvas')]; \
+             return cs.length >= 3 && cs.every(c => c.width > 0 && \
+               c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v !== 0))",
+        )
         .await?;
     browser.screenshot("tunnel").await?;
 
@@ -194,7 +237,7 @@ async fn captured_markup_is_shown_as_text_and_never_runs() -> anyhow::Result<()>
 async fn the_admin_mints_and_revokes_tokens_and_kicks_tunnels_from_the_page() -> anyhow::Result<()> {
     let relay = relay().await?;
     let web = origin::http("main").await?;
-    let owner = relay.mint("kickme", &["kickme"], false);
+    let owner = relay.mint("kickme", &["kickme", "late"], false);
     let mut agent = TestAgent::start(relay.agent_config(&owner, vec![http_tunnel("kickme", web.port())]));
     let name = agent.connected().await?[0].name.clone();
 
@@ -210,6 +253,27 @@ async fn the_admin_mints_and_revokes_tokens_and_kicks_tunnels_from_the_page() ->
     browser
         .wait_until("the kicked tunnel gone", &format!("return !document.querySelector(\"tr[data-tunnel='{name}']\")"))
         .await?;
+
+    // The events page shows a new agent's tunnel coming up, live.
+    browser.client.goto(&format!("http://{}/ui/#/events", relay.admin_addr)).await?;
+    browser.wait_for("#feed").await?;
+    let mut late = TestAgent::start(relay.agent_config(&owner, vec![http_tunnel("late", web.port())]));
+    let late_name = late.connected().await?[0].name.clone();
+    browser
+        .wait_until(
+            "the tunnel_up event",
+            &format!(
+                "return [...document.querySelectorAll(\"#feed li[data-type='tunnel_up']\")].some(li => li.textContent.includes('{late_name}'))"
+            ),
+        )
+        .await?;
+    // The agents page kicks that agent.
+    browser.client.goto(&format!("http://{}/ui/#/agents", relay.admin_addr)).await?;
+    let kick = browser.wait_for("button[data-kick-agent]").await?;
+    let session = kick.attr("data-kick-agent").await?.unwrap_or_default();
+    kick.click().await?;
+    kick.click().await?;
+    relay.wait_registry(|r| r.agent(&session).is_none()).await?;
 
     // Mint a token, see it listed, revoke it.
     browser.client.goto(&format!("http://{}/ui/#/tokens", relay.admin_addr)).await?;

@@ -206,3 +206,56 @@ async fn inspection_is_off_by_default_and_a_cut_body_is_not_replayed() -> anyhow
     assert_eq!(status, StatusCode::NOT_FOUND);
     relay.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_wide_memory_cap_holds_under_many_large_captures() -> anyhow::Result<()> {
+    // 1 MiB for every capture on the relay; each request keeps up to 128 KiB of bodies.
+    let relay = TestRelay::with_config(|c| c.inspect_memory = 1).await?;
+    let web = origin::http("main").await?;
+    let owner = relay.mint("tenant-a", &["one", "two"], false);
+    let mut specs = vec![http_tunnel("one", web.port()), http_tunnel("two", web.port())];
+    for s in &mut specs {
+        s.inspect = true;
+    }
+    let mut agent = TestAgent::start(relay.agent_config(&owner, specs));
+    let names: Vec<String> = agent.connected().await?.into_iter().map(|g| g.name).collect();
+    let budget = 1 << 20;
+    for id in ["one", "two"] {
+        let label = format!("{id}-{}", web.port());
+        let host = format!("{label}.localhost:{}", relay.https_addr.port());
+        let mut client = h1(&relay, &format!("{label}.localhost")).await?;
+        for _ in 0..20 {
+            client.ready().await?;
+            let req = Request::post("/hash").header("host", &host).body(PatternBody::new(100_000))?;
+            text(client.send_request(req).await?.into_body()).await?;
+            client.ready().await?;
+            let req = Request::get("/bytes/100000").header("host", &host).body(PatternBody::new(0))?;
+            drain(client.send_request(req).await?.into_body()).await?;
+        }
+    }
+    // Within the budget, shared: the first tunnel filled it, the second took its share back
+    // from it; the oldest captures went.
+    let used = std::sync::atomic::AtomicUsize::new(0);
+    relay
+        .wait_registry(|r| {
+            used.store(r.inspection().used(), std::sync::atomic::Ordering::Relaxed);
+            names.iter().all(|n| {
+                r.get(n).is_some_and(|t| t.inspector.list().first().is_some_and(|c| c.path == "/bytes/100000"))
+            })
+        })
+        .await?;
+    let used = used.into_inner();
+    assert!(used <= budget, "captures hold {used} bytes, over the {budget} cap");
+    assert!(used > budget / 2, "the budget is used: {used}");
+    let held: Vec<usize> = names.iter().map(|n| relay.registry.get(n).map_or(0, |t| t.inspector.held())).collect();
+    assert!(held.iter().all(|&h| h >= budget / 4), "one tunnel starved the other: {held:?}");
+    let list = captures(&relay, &names[1], &owner, 1).await?;
+    assert!(list
+        .iter()
+        .all(|c| c["request_size"].as_u64() == Some(100_000) || c["response_size"].as_u64() == Some(100_000)));
+    // The newest kept its body; it is the one that fit.
+    let newest = format!("/api/v1/tunnels/{}/requests/{}", names[1], list[0]["id"]);
+    let (_, c) = admin_json(&relay, Method::GET, &newest, Some(&owner)).await?;
+    assert_eq!((c["bodies_dropped"].as_bool(), c["response_body"]["truncated"].as_bool()), (Some(false), Some(true)));
+    relay.stop().await
+}

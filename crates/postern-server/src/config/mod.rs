@@ -201,8 +201,8 @@ pub struct RelayConfig {
     #[arg(long, env = "POSTERN_INSPECT_KEEP", value_name = "N", default_value = "100", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub inspect_keep: u64,
     /// Memory all inspected tunnels' captures may hold together, in MiB (each keeps up to 64
-    /// KiB of each body); past it a tunnel's oldest capture goes, then new captures lose their
-    /// bodies
+    /// KiB of each body), shared fairly: past it a tunnel over its share loses its oldest
+    /// capture, one within it takes room from the tunnel holding the most
     #[arg(long, env = "POSTERN_INSPECT_MEMORY", value_name = "MIB", default_value = "64")]
     pub inspect_memory: u64,
     /// Headers whose values the inspector replaces with [redacted]; the whole list, so name

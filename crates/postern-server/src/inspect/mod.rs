@@ -12,9 +12,10 @@
 //! # Bounds
 //!
 //! Each capture is charged to a relay-wide budget (`--inspect-memory`). A tunnel keeps its last
-//! `--inspect-keep` captures. A new capture that would go over the budget evicts its own
-//! tunnel's oldest first; if that is not enough it is kept without its bodies
-//! (`bodies_dropped`), so one busy tunnel cannot push the others out.
+//! `--inspect-keep` captures. A new capture that would go over the budget makes room: a tunnel
+//! within its fair share (the budget over the inspected tunnels) takes it from the tunnel that
+//! holds the most, one over its share from its own oldest. When no room can be made the capture
+//! is kept without its bodies (`bodies_dropped`). So one busy tunnel cannot starve the others.
 //!
 //! # What is never kept
 //!
@@ -30,7 +31,7 @@ pub mod view;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -54,6 +55,8 @@ pub struct Inspection {
     used: Arc<AtomicUsize>,
     redact: Vec<HeaderName>,
     next_id: AtomicU64,
+    /// Every inspector that has kept a capture (dead ones are pruned as new ones come).
+    inspectors: Mutex<Vec<Weak<Inspector>>>,
 }
 
 impl Inspection {
@@ -62,7 +65,14 @@ impl Inspection {
     /// the configuration check reports them).
     pub fn new(keep: usize, budget: usize, redact: &[String]) -> Self {
         let redact = redact.iter().filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
-        Self { keep: keep.max(1), budget, used: Arc::default(), redact, next_id: AtomicU64::new(1) }
+        Self {
+            keep: keep.max(1),
+            budget,
+            used: Arc::default(),
+            redact,
+            next_id: AtomicU64::new(1),
+            inspectors: Mutex::default(),
+        }
     }
 
     /// The inspector `config` asks for (`--inspect-keep`, `--inspect-memory`,
@@ -95,20 +105,48 @@ impl Inspection {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes `n` bytes of the budget, if they fit.
-    fn charge(&self, n: usize) -> Option<Charge> {
+    /// Takes `n` bytes of the budget for `inspector`, if they fit.
+    fn charge(&self, n: usize, inspector: &Inspector) -> Option<Charge> {
         let budget = self.budget;
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| (used + n <= budget).then_some(used + n))
-            .ok()
-            .map(|_| Charge { used: self.used.clone(), n })
+            .ok()?;
+        inspector.held.fetch_add(n, Ordering::Relaxed);
+        Some(Charge { used: self.used.clone(), held: inspector.held.clone(), n })
     }
 
     /// Takes `n` bytes whatever the budget says (a capture without bodies: its size is bounded
     /// by the edge's header caps).
-    fn force(&self, n: usize) -> Charge {
+    fn force(&self, n: usize, inspector: &Inspector) -> Charge {
         self.used.fetch_add(n, Ordering::Relaxed);
-        Charge { used: self.used.clone(), n }
+        inspector.held.fetch_add(n, Ordering::Relaxed);
+        Charge { used: self.used.clone(), held: inspector.held.clone(), n }
+    }
+
+    fn inspectors(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Inspector>>> {
+        self.inspectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `inspector` among those sharing the budget (once).
+    fn register(&self, inspector: &Arc<Inspector>) {
+        if !inspector.registered.swap(true, Ordering::Relaxed) {
+            let mut all = self.inspectors();
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(inspector));
+        }
+    }
+
+    /// The budget over the inspectors that share it, and the other one holding the most.
+    fn share_and_largest(&self, me: &Arc<Inspector>) -> (usize, Option<Arc<Inspector>>) {
+        let all = self.inspectors();
+        let live: Vec<Arc<Inspector>> = all.iter().filter_map(Weak::upgrade).collect();
+        let share = self.budget / live.len().max(1);
+        let largest = live
+            .into_iter()
+            .filter(|i| !Arc::ptr_eq(i, me))
+            .max_by_key(|i| i.held.load(Ordering::Relaxed))
+            .filter(|i| i.held.load(Ordering::Relaxed) > 0);
+        (share, largest)
     }
 }
 
@@ -119,16 +157,19 @@ impl Default for Inspection {
     }
 }
 
-/// Bytes of the budget a capture holds; given back when the capture is dropped.
+/// Bytes of the budget a capture holds, counted relay-wide and for its tunnel; given back
+/// when the capture is dropped.
 #[derive(Debug)]
 struct Charge {
     used: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
     n: usize,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         self.used.fetch_sub(self.n, Ordering::Relaxed);
+        self.held.fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 
@@ -202,6 +243,9 @@ impl Capture {
 pub struct Inspector {
     on: AtomicBool,
     captures: Mutex<VecDeque<Arc<Capture>>>,
+    /// Bytes its captures are charged.
+    held: Arc<AtomicUsize>,
+    registered: AtomicBool,
 }
 
 impl Inspector {
@@ -229,29 +273,52 @@ impl Inspector {
         self.lock().iter().find(|c| c.id == id).cloned()
     }
 
-    /// Keeps `capture` (numbered here) within the tunnel's count and the relay's budget.
-    fn keep(&self, mut capture: Capture, inspection: &Inspection) -> Arc<Capture> {
+    /// Bytes its captures hold.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn evict_oldest(&self) -> bool {
+        self.lock().pop_back().is_some()
+    }
+
+    /// Keeps `capture` (numbered here) within the tunnel's count and the relay's budget,
+    /// making room as the module's documentation says.
+    fn keep(self: &Arc<Self>, mut capture: Capture, inspection: &Inspection) -> Arc<Capture> {
+        inspection.register(self);
         capture.id = inspection.next_id();
         let size = capture.size();
-        let mut captures = self.lock();
-        while captures.len() >= inspection.keep {
-            captures.pop_back();
+        {
+            let mut captures = self.lock();
+            while captures.len() >= inspection.keep {
+                captures.pop_back();
+            }
         }
+        // One tunnel's lock at a time, never two: another tunnel making room does the same.
+        let mut tries = 0;
         capture.charge = loop {
-            if let Some(charge) = inspection.charge(size) {
+            if let Some(charge) = inspection.charge(size, self) {
                 break Some(charge);
             }
-            if captures.pop_back().is_none() {
+            tries += 1;
+            let hopeless = size > inspection.budget;
+            let (share, largest) = inspection.share_and_largest(self);
+            let made_room = !hopeless
+                && match largest {
+                    Some(other) if self.held() + size <= share => other.evict_oldest() || self.evict_oldest(),
+                    _ => self.evict_oldest(),
+                };
+            if !made_room || tries > 2 * inspection.keep {
                 capture.bodies_dropped = true;
                 for body in [&mut capture.request_body, &mut capture.response_body] {
                     body.truncated |= !body.bytes.is_empty();
                     body.bytes = Bytes::new();
                 }
-                break Some(inspection.force(capture.size()));
+                break Some(inspection.force(capture.size(), self));
             }
         };
         let capture = Arc::new(capture);
-        captures.push_front(capture.clone());
+        self.lock().push_front(capture.clone());
         capture
     }
 }
@@ -284,7 +351,7 @@ mod tests {
     #[test]
     fn keeps_the_last_n_newest_first() {
         let inspection = Inspection::new(3, 1 << 20, &[]);
-        let inspector = Inspector::default();
+        let inspector = Arc::new(Inspector::default());
         let ids: Vec<u64> = (0..5).map(|_| inspector.keep(capture(10), &inspection).id).collect();
         let kept: Vec<u64> = inspector.list().iter().map(|c| c.id).collect();
         assert_eq!(kept, vec![ids[4], ids[3], ids[2]]);
@@ -293,22 +360,29 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_evicts_the_own_tunnel_first_then_drops_bodies() {
+    fn a_busy_tunnel_makes_room_from_its_own_and_a_quiet_one_from_the_busiest() {
         let one = capture(1000).size();
-        let inspection = Inspection::new(100, one * 2, &[]);
-        let (a, b) = (Inspector::default(), Inspector::default());
-        a.keep(capture(1000), &inspection);
-        assert!(!b.keep(capture(1000), &inspection).bodies_dropped);
-        // Full: b's new capture evicts b's oldest, not a's.
-        b.keep(capture(1000), &inspection);
-        assert_eq!((a.list().len(), b.list().len()), (1, 1));
-        // A third tunnel with nothing to evict keeps its capture without bodies.
-        let c = Inspector::default();
-        let lean = c.keep(capture(1000), &inspection);
+        let inspection = Inspection::new(100, one * 4, &[]);
+        let (busy, quiet) = (Arc::new(Inspector::default()), Arc::new(Inspector::default()));
+        quiet.keep(capture(1000), &inspection);
+        for _ in 0..10 {
+            assert!(!busy.keep(capture(1000), &inspection).bodies_dropped);
+        }
+        // The busy tunnel, over its share, evicted its own: the quiet one's capture stayed.
+        assert_eq!((busy.list().len(), quiet.list().len()), (3, 1));
+        assert_eq!(inspection.used(), one * 4);
+        // The quiet one, within its share, takes room from the busiest.
+        assert!(!quiet.keep(capture(1000), &inspection).bodies_dropped);
+        assert_eq!((busy.list().len(), quiet.list().len()), (2, 2));
+        assert_eq!((busy.held(), quiet.held()), (one * 2, one * 2));
+        // A capture larger than the whole budget is kept without bodies, evicting nothing.
+        let lean = quiet.keep(capture(10 * 1000), &inspection);
+        assert_eq!((busy.list().len(), quiet.list().len()), (2, 3));
         assert!(lean.bodies_dropped && lean.response_body.truncated && lean.response_body.bytes.is_empty());
         assert!(!lean.replayable());
+        assert!(inspection.used() <= one * 4 + lean.size());
         // Dropping captures gives their bytes back.
-        drop((a, b, c, lean));
+        drop((busy, quiet, lean));
         assert_eq!(inspection.used(), 0);
     }
 

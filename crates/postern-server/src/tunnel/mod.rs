@@ -160,7 +160,7 @@ pub struct Tunnel {
     /// The last hour of those counters, a point every few seconds (for graphs).
     pub history: History,
     /// Its request inspector (HTTP tunnels; off unless asked for).
-    pub inspector: Inspector,
+    pub inspector: Arc<Inspector>,
     /// Fires when this tunnel closes (its agent left, or it was kicked); stops its listener.
     pub closed: CancellationToken,
     /// Extra name this tunnel answers to (an HTTP tunnel's bare `<id>`), once granted.
@@ -196,7 +196,7 @@ impl Tunnel {
             shareable: false,
             stats: Arc::default(),
             history: History::default(),
-            inspector: Inspector::default(),
+            inspector: Arc::default(),
             closed: CancellationToken::new(),
             alias: OnceLock::new(),
             domain: OnceLock::new(),
