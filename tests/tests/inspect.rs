@@ -249,6 +249,10 @@ async fn the_relay_wide_memory_cap_holds_under_many_large_captures() -> anyhow::
     assert!(used > budget / 2, "the budget is used: {used}");
     let held: Vec<usize> = names.iter().map(|n| relay.registry.get(n).map_or(0, |t| t.inspector.held())).collect();
     assert!(held.iter().all(|&h| h >= budget / 4), "one tunnel starved the other: {held:?}");
+    // Monitoring sees the same figure.
+    let (_, metrics) = postern_e2e::http::admin(&relay, Method::GET, "/metrics", None).await?;
+    let gauge = metrics.lines().find_map(|l| l.strip_prefix("postern_inspector_bytes ")).map(str::trim);
+    assert_eq!(gauge, Some(used.to_string().as_str()), "{metrics}");
     let list = captures(&relay, &names[1], &owner, 1).await?;
     assert!(list
         .iter()

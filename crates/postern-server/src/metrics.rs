@@ -32,6 +32,8 @@ pub struct RelayMetrics {
     pub public_refused: IntCounterVec,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// Bytes the request inspector's captures hold (within `--inspect-memory`).
+    pub inspector_bytes: IntGauge,
     /// The cluster's metrics; registered only on a clustered relay.
     pub cluster: ClusterMetrics,
     per_tunnel: Option<PerTunnel>,
@@ -107,6 +109,10 @@ impl RelayMetrics {
                 "postern_access_log_dropped_total",
                 "Access log lines dropped because the disk could not keep up",
             )?,
+            inspector_bytes: IntGauge::new(
+                "postern_inspector_bytes",
+                "Bytes the request inspector's captures hold, within --inspect-memory",
+            )?,
             cluster: ClusterMetrics {
                 forwarded: counter(
                     "postern_cluster_forwarded_total",
@@ -154,6 +160,7 @@ impl RelayMetrics {
         registry.register(Box::new(self.handshake_failures.clone()))?;
         registry.register(Box::new(self.public_refused.clone()))?;
         registry.register(Box::new(self.access_log_dropped.clone()))?;
+        registry.register(Box::new(self.inspector_bytes.clone()))?;
         if let Some(p) = &self.per_tunnel {
             registry.register(Box::new(p.bytes.clone()))?;
             registry.register(Box::new(p.streams.clone()))?;

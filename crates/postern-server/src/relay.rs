@@ -123,7 +123,7 @@ impl Relay {
         );
         let domains = DomainPolicy::new(&config.domain, config.allow_domains.clone(), config.txt_proof);
         let access_log = AccessLog::start(&config.access_log, m.access_log_dropped.clone())?;
-        let inspection = Inspection::from_config(&config);
+        let inspection = Inspection::from_config(&config, m.inspector_bytes.clone());
         let acme = match (config.acme(), &config.state_dir) {
             (Some(a), Some(dir)) => Some(Acme::new(a, dir.clone(), &config.domain, certs.clone(), metrics)?),
             _ => None,

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
+use prometheus::IntGauge;
 
 /// The most of each body a capture keeps.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -57,13 +58,15 @@ pub struct Inspection {
     next_id: AtomicU64,
     /// Every inspector that has kept a capture (dead ones are pruned as new ones come).
     inspectors: Mutex<Vec<Weak<Inspector>>>,
+    /// `postern_inspector_bytes`: follows `used`.
+    gauge: IntGauge,
 }
 
 impl Inspection {
     /// Keeps at most `keep` captures per tunnel and `budget` bytes of captures in all, and
     /// redacts the headers named in `redact` (names that are not header names are ignored:
     /// the configuration check reports them).
-    pub fn new(keep: usize, budget: usize, redact: &[String]) -> Self {
+    pub fn new(keep: usize, budget: usize, redact: &[String], gauge: IntGauge) -> Self {
         let redact = redact.iter().filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
         Self {
             keep: keep.max(1),
@@ -72,14 +75,15 @@ impl Inspection {
             redact,
             next_id: AtomicU64::new(1),
             inspectors: Mutex::default(),
+            gauge,
         }
     }
 
     /// The inspector `config` asks for (`--inspect-keep`, `--inspect-memory`,
-    /// `--inspect-redact`).
-    pub fn from_config(config: &crate::config::RelayConfig) -> Self {
+    /// `--inspect-redact`), its bytes shown in `gauge`.
+    pub fn from_config(config: &crate::config::RelayConfig, gauge: IntGauge) -> Self {
         let budget = usize::try_from(config.inspect_memory).unwrap_or(usize::MAX).saturating_mul(1 << 20);
-        Self::new(config.inspect_keep as usize, budget, &config.inspect_redact)
+        Self::new(config.inspect_keep as usize, budget, &config.inspect_redact, gauge)
     }
 
     /// Bytes held by captures now.
@@ -111,16 +115,14 @@ impl Inspection {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| (used + n <= budget).then_some(used + n))
             .ok()?;
-        inspector.held.fetch_add(n, Ordering::Relaxed);
-        Some(Charge { used: self.used.clone(), held: inspector.held.clone(), n })
+        Some(Charge::new(self, inspector, n))
     }
 
     /// Takes `n` bytes whatever the budget says (a capture without bodies: its size is bounded
     /// by the edge's header caps).
     fn force(&self, n: usize, inspector: &Inspector) -> Charge {
         self.used.fetch_add(n, Ordering::Relaxed);
-        inspector.held.fetch_add(n, Ordering::Relaxed);
-        Charge { used: self.used.clone(), held: inspector.held.clone(), n }
+        Charge::new(self, inspector, n)
     }
 
     fn inspectors(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Inspector>>> {
@@ -151,9 +153,10 @@ impl Inspection {
 }
 
 impl Default for Inspection {
-    /// The relay's defaults.
+    /// The relay's defaults, with a gauge no registry exports.
     fn default() -> Self {
-        Self::from_config(&crate::config::RelayConfig::default())
+        let gauge = IntGauge::new("postern_inspector_bytes", "unregistered").unwrap_or_else(|_| unreachable!());
+        Self::from_config(&crate::config::RelayConfig::default(), gauge)
     }
 }
 
@@ -163,13 +166,24 @@ impl Default for Inspection {
 struct Charge {
     used: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
+    gauge: IntGauge,
     n: usize,
+}
+
+impl Charge {
+    /// `n` bytes already added to `inspection.used`, now counted for `inspector` too.
+    fn new(inspection: &Inspection, inspector: &Inspector, n: usize) -> Self {
+        inspector.held.fetch_add(n, Ordering::Relaxed);
+        inspection.gauge.add(n as i64);
+        Self { used: inspection.used.clone(), held: inspector.held.clone(), gauge: inspection.gauge.clone(), n }
+    }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         self.used.fetch_sub(self.n, Ordering::Relaxed);
         self.held.fetch_sub(self.n, Ordering::Relaxed);
+        self.gauge.sub(self.n as i64);
     }
 }
 
@@ -327,6 +341,10 @@ impl Inspector {
 mod tests {
     use super::*;
 
+    fn gauge() -> IntGauge {
+        IntGauge::new("g", "g").unwrap()
+    }
+
     fn capture(body: usize) -> Capture {
         Capture {
             id: 0,
@@ -350,7 +368,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_n_newest_first() {
-        let inspection = Inspection::new(3, 1 << 20, &[]);
+        let inspection = Inspection::new(3, 1 << 20, &[], gauge());
         let inspector = Arc::new(Inspector::default());
         let ids: Vec<u64> = (0..5).map(|_| inspector.keep(capture(10), &inspection).id).collect();
         let kept: Vec<u64> = inspector.list().iter().map(|c| c.id).collect();
@@ -362,7 +380,7 @@ mod tests {
     #[test]
     fn a_busy_tunnel_makes_room_from_its_own_and_a_quiet_one_from_the_busiest() {
         let one = capture(1000).size();
-        let inspection = Inspection::new(100, one * 4, &[]);
+        let inspection = Inspection::new(100, one * 4, &[], gauge());
         let (busy, quiet) = (Arc::new(Inspector::default()), Arc::new(Inspector::default()));
         quiet.keep(capture(1000), &inspection);
         for _ in 0..10 {
@@ -371,6 +389,7 @@ mod tests {
         // The busy tunnel, over its share, evicted its own: the quiet one's capture stayed.
         assert_eq!((busy.list().len(), quiet.list().len()), (3, 1));
         assert_eq!(inspection.used(), one * 4);
+        assert_eq!(inspection.gauge.get(), (one * 4) as i64);
         // The quiet one, within its share, takes room from the busiest.
         assert!(!quiet.keep(capture(1000), &inspection).bodies_dropped);
         assert_eq!((busy.list().len(), quiet.list().len()), (2, 2));
@@ -383,12 +402,12 @@ mod tests {
         assert!(inspection.used() <= one * 4 + lean.size());
         // Dropping captures gives their bytes back.
         drop((busy, quiet, lean));
-        assert_eq!(inspection.used(), 0);
+        assert_eq!((inspection.used(), inspection.gauge.get()), (0, 0));
     }
 
     #[test]
     fn redacts_the_configured_headers_and_the_tunnels_own() {
-        let inspection = Inspection::new(1, 1, &["authorization".into(), "cookie".into()]);
+        let inspection = Inspection::new(1, 1, &["authorization".into(), "cookie".into()], gauge());
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer s3cret".parse().unwrap());
         h.insert("cookie", "sid=1".parse().unwrap());
