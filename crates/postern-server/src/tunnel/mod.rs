@@ -5,6 +5,7 @@
 //! - this module: [`TunnelInfo`], [`Member`] (what serves a tunnel's streams) and [`Tunnel`];
 //! - [`registry`]: [`Registry`](registry::Registry), live tunnels and agents by name, and
 //!   [`Registration`](registry::Registration), a session's hold on its tunnels;
+//! - [`registration`]: a session's hold on its tunnels, left when dropped;
 //! - [`stats`]: live counters, the byte meter, and the accounting of an open stream;
 //! - [`history`]: the last hour of those counters, sampled every few seconds, for graphs;
 //! - [`events`]: tunnel and agent up/down events and their JSON shape (SSE, webhooks);
@@ -15,6 +16,7 @@ pub mod admit;
 pub mod events;
 pub mod history;
 pub mod open;
+pub mod registration;
 pub mod registry;
 pub mod stats;
 
