@@ -117,6 +117,13 @@ async fn a_tenant_sees_only_its_own_tunnels_and_its_requests_arrive_live() -> an
             "return [...document.querySelectorAll('#captures td.path')].some(td => td.textContent.startsWith('/live-one?x=1'))",
         )
         .await?;
+    // The tunnel's totals follow the traffic events too.
+    browser
+        .wait_until(
+            "the totals moving",
+            "return document.querySelector('#tunnel-totals').textContent.startsWith('2 streams')",
+        )
+        .await?;
     assert_eq!(
         browser.client.execute("return window.__sameDocument === true", vec![]).await?,
         serde_json::Value::Bool(true),

@@ -125,7 +125,7 @@ async function tunnels(main) {
   };
   draw();
   onPage((type) => {
-    if (type === 'traffic') fill();
+    if (type === 'traffic') draw();
     if (type === 'lists') draw();
   });
 }
@@ -133,6 +133,13 @@ async function tunnels(main) {
 async function tunnel(main, [name]) {
   const t = await api('GET', '/api/v1/tunnels/' + enc(name));
   await seed(name).catch(() => {});
+  const seeded = state.traffic.get(name) || [];
+  let shownUpTo = seeded.length ? seeded[seeded.length - 1].t : 0;
+  const totals = el('dd', { id: 'tunnel-totals' });
+  const showTotals = () => {
+    totals.textContent = t.totals.requests + ' streams, ' + bytes(t.totals.bytes_in) + ' in, ' + bytes(t.totals.bytes_out) + ' out';
+  };
+  showTotals();
   const inspectBtn = el('button', { type: 'button', id: 'inspect-toggle' }, '');
   const showInspect = (on) => {
     inspectBtn.textContent = on ? 'Stop inspecting' : 'Inspect requests';
@@ -158,7 +165,7 @@ async function tunnel(main, [name]) {
       el('dt', {}, 'Agents'), el('dd', {}, (t.agents || []).join(', ')),
       el('dt', {}, 'Local port'), el('dd', {}, t.local_port),
       el('dt', {}, 'Connected'), el('dd', {}, t.connected_since),
-      el('dt', {}, 'Totals'), el('dd', {}, t.totals.requests + ' streams, ' + bytes(t.totals.bytes_in) + ' in, ' + bytes(t.totals.bytes_out) + ' out'))),
+      el('dt', {}, 'Totals'), totals)),
     el('div', { class: 'panel graphs' }, gStatus, gBytes, gLatency),
     el('h2', {}, 'Requests'),
     t.kind === 'http' ? el('div', { class: 'toolbar' }, inspectBtn,
@@ -243,7 +250,11 @@ async function tunnel(main, [name]) {
   await loadCaptures();
   let again = null;
   onPage((type, data) => {
-    if (type === 'traffic') drawGraphs();
+    if (type === 'traffic') {
+      const mine = (data.tunnels || []).find((x) => x.name === name);
+      if (mine && mine.point.t > shownUpTo) { advance(t, mine.point); shownUpTo = mine.point.t; showTotals(); }
+      drawGraphs();
+    }
     if (type === 'request_captured' && data.tunnel && data.tunnel.name === name) {
       clearTimeout(again);
       again = setTimeout(() => loadCaptures().catch(() => {}), 100);

@@ -222,7 +222,10 @@ function refreshSoon() {
 
 function dispatch(type, data) {
   if (type === 'traffic') {
-    for (const { name, point } of data.tunnels || []) addPoint(name, point);
+    for (const { name, point } of data.tunnels || []) {
+      const t = state.tunnels.find((x) => x.name === name);
+      if (addPoint(name, point) && t) advance(t, point);
+    }
   } else if (type !== 'lagged') {
     state.feed.unshift({ type, data });
     state.feed.length = Math.min(state.feed.length, MAX_FEED);
@@ -236,12 +239,22 @@ function onPage(fn) {
   state.cleanup.push(() => state.pageHandlers.delete(fn));
 }
 
+// Adds a point to a tunnel's graph data; true when it is new.
 function addPoint(name, p) {
   const list = state.traffic.get(name) || [];
-  if (list.length && list[list.length - 1].t >= p.t) return;
+  if (list.length && list[list.length - 1].t >= p.t) return false;
   list.push(p);
   if (list.length > MAX_POINTS) list.splice(0, list.length - MAX_POINTS);
   state.traffic.set(name, list);
+  return true;
+}
+
+// Moves a tunnel's listed counters on by a new point, so totals stay live between list loads.
+function advance(t, p) {
+  t.totals.requests += p.requests;
+  t.totals.bytes_in += p.bytes_in;
+  t.totals.bytes_out += p.bytes_out;
+  t.active_streams = p.active;
 }
 
 async function seed(name) {
