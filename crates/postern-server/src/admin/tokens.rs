@@ -3,14 +3,13 @@
 //! orchestrators and the dashboard. Admin only. The request and its validation are shared with the command line
 //! ([`crate::tokens`]).
 
-use std::time::Duration;
-
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use postern_proto::claims::MintRequest;
 
 use super::{fail, json, read_body, Admin, AdminBody};
 use crate::auth::Identity;
+use crate::clock::rfc3339_secs;
 use crate::tokens::{self, TokenFault};
 
 /// Largest request body accepted.
@@ -54,7 +53,7 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
     };
     let claims = &minted.claims;
     tracing::info!(token_id = %claims.jti, subject = %claims.sub, by = %who.subject, "token minted through the admin API");
-    let expires = claims.exp.map(rfc3339);
+    let expires = claims.exp.map(rfc3339_secs);
     json(
         StatusCode::CREATED,
         &serde_json::json!({
@@ -65,10 +64,6 @@ pub async fn mint(req: Request<Incoming>, who: &Identity, admin: &Admin) -> Resp
             "kind": minted.kind.as_str(),
         }),
     )
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// Lists the tokens minted with this relay's state directory, newest first.
@@ -98,8 +93,8 @@ pub fn list(who: &Identity, admin: &Admin) -> Response<AdminBody> {
                 "admin": c.admin,
                 "share": c.share,
                 "limits": c.limits,
-                "minted": rfc3339(e.minted),
-                "expires": c.exp.map(rfc3339),
+                "minted": rfc3339_secs(e.minted),
+                "expires": c.exp.map(rfc3339_secs),
                 "expired": c.exp.is_some_and(|exp| exp <= now),
                 "revoked": revocations.is_revoked(&c.jti),
             })

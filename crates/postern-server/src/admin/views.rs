@@ -1,16 +1,11 @@
 //! The JSON shapes of the status API. Field names are stable; see `docs/api.md` and
 //! `openapi.json`.
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
+use crate::clock::rfc3339;
 use crate::tunnel::registry::Agent;
 use crate::tunnel::Tunnel;
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// One tunnel.
 #[derive(Debug, Serialize)]

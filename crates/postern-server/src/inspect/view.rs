@@ -5,10 +5,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::{BodyCapture, Capture};
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::clock::rfc3339;
 
 /// One header.
 #[derive(Debug, Serialize)]

@@ -10,12 +10,9 @@ use serde::Serialize;
 
 use super::registry::AgentInfo;
 use super::TunnelInfo;
+use crate::clock::rfc3339;
 use crate::inspect::view::CaptureEvent;
 use crate::inspect::Capture;
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
