@@ -164,6 +164,10 @@ impl Registry {
 
     /// Announces a request `tunnel`'s inspector captured (on the SSE stream only).
     pub fn announce_capture(&self, tunnel: &Tunnel, capture: &Arc<Capture>) {
+        if self.captures.receiver_count() == 0 {
+            // Nobody is watching: no event to build (this is on every inspected request).
+            return;
+        }
         let info = Some(tunnel.info.clone());
         self.publish(EventKind::RequestCaptured, &tunnel.info.owner, info, None, Some(capture.clone()));
     }
