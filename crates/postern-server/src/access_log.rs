@@ -99,7 +99,7 @@ impl Record {
     /// Stamps the record as ending now, after `elapsed`.
     pub fn stamp(&mut self, elapsed: Duration) {
         self.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        self.duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        self.duration_ms = crate::clock::millis(elapsed);
     }
 }
 

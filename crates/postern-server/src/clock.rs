@@ -22,3 +22,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub fn rfc3339_secs(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
+
+/// `d` in milliseconds, rounded to the microsecond, as the API and the access log show durations.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

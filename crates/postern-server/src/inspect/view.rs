@@ -90,7 +90,7 @@ impl From<&Capture> for CaptureSummary {
             host: c.host.clone(),
             peer: c.peer.to_string(),
             status: c.status,
-            duration_ms: (c.duration.as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: crate::clock::millis(c.duration),
             request_size: c.request_body.size,
             response_size: c.response_body.size,
             request_headers: headers(&c.request_headers),
@@ -150,7 +150,7 @@ impl From<&Capture> for CaptureEvent {
             method: c.method.clone(),
             path: c.path.clone(),
             status: c.status,
-            duration_ms: (c.duration.as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: crate::clock::millis(c.duration),
             replay_of: c.replay_of,
         }
     }
