@@ -23,6 +23,13 @@ pub const PREFIX: &str = "pst1.";
 /// Longest token accepted, checked before any decoding.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// The length of the token `claims` sign into (the prefix, the claims in base64, a dot and the
+/// 43 characters of the HMAC-SHA256 signature), whatever the key.
+pub fn signed_len(claims: &Claims) -> usize {
+    let json = serde_json::to_vec(claims).map_or(usize::MAX / 2, |j| j.len());
+    PREFIX.len() + base64::encoded_len(json, false).unwrap_or(usize::MAX / 2) + 1 + 43
+}
+
 /// Why a token was not accepted. Safe to show to the token's holder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
