@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the system packages the tests drive
 # (curl for the quick-start test, Prometheus for the scrape test, pebble for ACME, Redis for the
-# cluster, Chromium and chromedriver for the dashboard's browser tests; PyYAML from PyPI to parse the deploy files), then runs the format check, clippy with warnings as errors, every test in the
+# cluster, Chromium and chromedriver for the dashboard's browser tests, Node.js and the npm package
+# oidc-provider for the sign-in tests; PyYAML from PyPI to parse the deploy files), then runs the format check, clippy with warnings as errors, every test in the
 # workspace, and a bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # A real browser for the dashboard (tests/tests/dashboard.rs), driven over WebDriver.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# A real OpenID provider (npm oidc-provider) for the sign-in tests (tests/tests/sso.rs).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -23,6 +27,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     $sudo apt-get update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}"
 fi
+
+# node-oidc-provider, pinned by tests/oidc/package-lock.json, from the npm registry.
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
 python3 -c 'import yaml' >/dev/null 2>&1 || python3 -m pip install --quiet pyyaml
 # The real bore client for tests/tests/bore.rs (from crates.io; never committed). If it cannot be

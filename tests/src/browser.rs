@@ -43,6 +43,8 @@ impl Browser {
             .spawn()
             .with_context(|| format!("starting {driver} (tests/run.sh installs chromium-driver)"))?;
         let mut caps = serde_json::Map::new();
+        // The relays' certificates chain to a per-test CA the browser does not know.
+        caps.insert("acceptInsecureCerts".into(), serde_json::Value::Bool(true));
         caps.insert(
             "goog:chromeOptions".into(),
             serde_json::json!({

@@ -11,6 +11,7 @@
 //! - [`bore_client`]: the real bore client, found or installed.
 //! - [`cluster`]: a Redis and several relays joined to it.
 //! - [`redis`]: a real `redis-server` on a loopback port, the directory of test clusters.
+//! - [`idp`]: a real OpenID provider (node-oidc-provider) and a cookie-keeping visitor.
 //! - [`http`]: hyper clients over rustls for the HTTPS edge, and streaming test bodies.
 //! - [`payload`] and [`sha256`]: deterministic data and checksums.
 
@@ -19,6 +20,7 @@ pub mod browser;
 pub mod cluster;
 pub mod faults;
 pub mod http;
+pub mod idp;
 pub mod origin;
 pub mod pebble;
 pub mod pki;

@@ -307,6 +307,7 @@ async fn operator_forward_auth_gates_requests() -> anyhow::Result<()> {
             url: format!("http://{auth_addr}/verify").parse()?,
             copy_headers: vec![http::HeaderName::from_static("remote-user")],
         }),
+        login: None,
     };
     let relay = TestRelay::with_config(|c| c.policies = postern_server::access::Policies::new(vec![policy])).await?;
     let web = origin::http("w").await?;

@@ -89,6 +89,15 @@ pub struct AccessOptions {
     /// Only accept visitors from these addresses (IP or CIDR); repeatable
     #[arg(long, value_name = "CIDR")]
     pub allow_ip: Vec<String>,
+    /// Visitors sign in through the relay's identity provider (OIDC), and only these e-mail
+    /// addresses get in, e.g. '*@example.com' or bob@example.org; repeatable. Addresses granted
+    /// through the admin API, share links and service tokens get in too
+    #[arg(long, value_name = "EMAIL")]
+    pub allow_email: Vec<String>,
+    /// Visitors must sign in, and only addresses granted through the admin API, share links and
+    /// service tokens get in (implied by --allow-email)
+    #[arg(long)]
+    pub login: bool,
 }
 
 /// Options for HTTP tunnels.
@@ -273,6 +282,17 @@ pub fn access_rules(o: &AccessOptions) -> Result<Option<Access>, SetupError> {
             return Err(invalid(format!("--allow-ip {ip:?}: expected an IP address or a CIDR such as 10.0.0.0/8")));
         }
         rules.allow_ips.push(ip.clone());
+    }
+    if let Some(bad) = o.allow_email.iter().find(|e| !access::valid_email_pattern(e)) {
+        return Err(invalid(format!(
+            "--allow-email {bad:?}: expected an address or a pattern such as '*@example.com'"
+        )));
+    }
+    if o.allow_email.len() > access::MAX_EMAIL_PATTERNS {
+        return Err(invalid(format!("at most {} --allow-email patterns", access::MAX_EMAIL_PATTERNS)));
+    }
+    if o.login || !o.allow_email.is_empty() {
+        rules.login = Some(access::Login { emails: o.allow_email.clone() });
     }
     Ok((!rules.is_public()).then_some(rules))
 }

@@ -12,6 +12,7 @@
 //! kind = "http"
 //! port = 3000
 //! basic_auth = ["alice:secret"]
+//! allow_emails = ["*@example.com"]    # visitors sign in (the relay's OIDC provider)
 //!
 //! [[tunnel]]
 //! kind = "tcp"
@@ -65,6 +66,12 @@ struct FileTunnel {
     bearer: Option<String>,
     #[serde(default)]
     allow_ips: Vec<String>,
+    /// Visitors sign in; these addresses get in (http tunnels).
+    #[serde(default)]
+    allow_emails: Vec<String>,
+    /// Visitors sign in; only granted addresses, share links and service tokens get in.
+    #[serde(default)]
+    login: bool,
     /// Capture requests in the relay's inspector (http tunnels).
     #[serde(default)]
     inspect: bool,
@@ -107,6 +114,8 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
             auth_header: t.auth_header,
             bearer: t.bearer,
             allow_ip: t.allow_ips,
+            allow_email: t.allow_emails,
+            login: t.login,
         })?;
         tunnels.push(TunnelSpec {
             kind: t.kind,

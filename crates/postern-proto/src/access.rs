@@ -21,6 +21,31 @@ pub struct Access {
     /// Source addresses allowed (IPs or CIDRs); empty allows all. Applies to TCP tunnels too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_ips: Vec<String>,
+    /// Visitors must sign in (HTTP only): through the relay's identity provider, a share link
+    /// or a service token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<Login>,
+}
+
+/// The sign-in a tunnel requires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// E-mail addresses let in (`*` globs, e.g. `*@example.com`), besides those granted through
+    /// the admin API. Empty: only granted addresses, share links and service tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+}
+
+/// Most e-mail patterns one tunnel may carry.
+pub const MAX_EMAIL_PATTERNS: usize = 64;
+
+/// Checks an e-mail pattern: an address, or one with `*` globs, at most 254 characters, with
+/// one `@` and no spaces or control characters.
+pub fn valid_email_pattern(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 254
+        && p.matches('@').count() == 1
+        && p.chars().all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()))
 }
 
 impl Access {

@@ -114,10 +114,16 @@ pub fn tcp_name(port: u16) -> String {
     format!("{TCP_PREFIX}{port}")
 }
 
-/// True when an HTTP tunnel id would take names from TCP tunnels: `tcp` (whose labels are
-/// `tcp-<port>`) and every id starting with `tcp-` (whose bare label could be `tcp-<port>`).
+/// The label of the relay's sign-in host, `auth.<domain>`.
+pub const AUTH_LABEL: &str = "auth";
+
+/// True when an HTTP tunnel id would take names the relay keeps: `tcp` (whose labels are
+/// `tcp-<port>`), every id starting with `tcp-` (whose bare label could be `tcp-<port>`), and
+/// `auth` (the sign-in host).
 pub fn is_reserved_id(id: &str) -> bool {
-    id.eq_ignore_ascii_case("tcp") || id.get(..TCP_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(TCP_PREFIX))
+    id.eq_ignore_ascii_case("tcp")
+        || id.eq_ignore_ascii_case(AUTH_LABEL)
+        || id.get(..TCP_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(TCP_PREFIX))
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ mod state_file;
 mod tcp_edge;
 pub mod tokens;
 pub mod tunnel;
+pub mod visitor;
 pub mod webhook;
 
 pub use acme::AcmeConfig;

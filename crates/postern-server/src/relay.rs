@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_proto::token::TokenKey;
 use postern_proto::ALPN;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -30,6 +31,8 @@ use crate::revocation::{RevocationError, Revocations};
 use crate::session::{PublicUrls, Shared};
 use crate::tunnel::admit::Gate;
 use crate::tunnel::registry::Registry;
+use crate::visitor::seal::Sealer;
+use crate::visitor::Visitors;
 use crate::webhook::{self, Webhook};
 
 /// Why the relay could not run.
@@ -189,12 +192,24 @@ impl Relay {
             (None, Some(port)) => Some(PublicUrls { secure: false, port }),
             (None, None) => None,
         };
+        let outbound = outbound::client().ok();
+        let sealing_key = self.config.token_key.clone().unwrap_or_else(|| TokenKey::from_bytes(rand::random()));
+        let visitors = Visitors::new(
+            &self.config.oidc_providers(),
+            Sealer::new(&sealing_key),
+            outbound.clone(),
+            self.config.session_ttl,
+            self.config.state_dir.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("OIDC provider: {e}")))?;
+        let visitors = Arc::new(visitors);
         let gate = Gate::new(
             self.ip_limits.clone(),
             self.config.max_public_connections,
             self.config.policies.clone(),
             self.registry.metrics().clone(),
-            outbound::client().ok(),
+            outbound,
+            visitors.clone(),
         );
         let peer_addr = listeners.peer.as_ref().map(|l| l.local_addr()).transpose()?;
         let advertise = self.config.peer_advertise.clone().or(peer_addr.map(|a| a.to_string())).unwrap_or_default();
@@ -273,6 +288,7 @@ impl Relay {
                 cluster: cluster.clone(),
                 history_every: self.config.history_every,
                 ui: Default::default(),
+                visitors: visitors.clone(),
             });
             admin_api = Some(admin.clone());
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));

@@ -32,7 +32,7 @@ pub enum Command {
     Server(Box<ServerArgs>),
     /// Expose local HTTP services through a relay, for example `postern http 3000`: they get
     /// https://<id>-<port>.<relay domain>.
-    Http(HttpArgs),
+    Http(Box<HttpArgs>),
     /// Expose a local TCP port through a relay, for example `postern tcp 5432`.
     Tcp(TcpArgs),
     /// Open every tunnel listed in a client config file (TOML), for example

@@ -7,6 +7,13 @@
 //! | basic auth (hashed) | client | HTTP | `401` with `WWW-Authenticate: Basic` |
 //! | required header (hashed value) | client | HTTP | `401` |
 //! | forward-auth URL | operator | HTTP | the auth service's own answer |
+//! | sign-in: e-mails (`--allow-email`, `--login`) | client | HTTP | a redirect to sign in; `401` for programs |
+//! | sign-in: e-mails, domains, groups | operator | HTTP | the same |
+//!
+//! A visitor's sign-in ([`crate::visitor`]) passes the client's rule when its e-mail matches a
+//! pattern or holds a grant, and a policy's when it matches one of its e-mails, domains or
+//! groups. A share link or service token stands in for the client's own rule only: it never
+//! passes an operator policy that names people.
 //!
 //! Every rule that applies must pass. A forward-auth URL can only come from the operator: a
 //! client choosing where the relay sends requests would be a server-side request forgery.
@@ -49,6 +56,7 @@ pub struct ClientAccess {
     basic: Vec<(String, String)>,
     header: Option<(HeaderName, String)>,
     allow: Vec<IpNet>,
+    login: Option<Vec<String>>,
 }
 
 impl ClientAccess {
@@ -72,7 +80,19 @@ impl ClientAccess {
                 Some((name, h.value.clone()))
             }
         };
-        Ok(Self { basic, header, allow: parse_nets(&spec.allow_ips)? })
+        let login = match &spec.login {
+            None => None,
+            Some(l) => {
+                if l.emails.len() > access::MAX_EMAIL_PATTERNS {
+                    return Err(format!("at most {} e-mail patterns per tunnel", access::MAX_EMAIL_PATTERNS));
+                }
+                if let Some(bad) = l.emails.iter().find(|p| !access::valid_email_pattern(p)) {
+                    return Err(format!("{bad:?} is not an e-mail address or pattern such as *@example.com"));
+                }
+                Some(l.emails.clone())
+            }
+        };
+        Ok(Self { basic, header, allow: parse_nets(&spec.allow_ips)?, login })
     }
 
     /// The header the client's header rule requires (`--auth-header`, `--bearer`): a secret,
@@ -83,7 +103,12 @@ impl ClientAccess {
 
     /// True when the client set no rule.
     pub fn is_public(&self) -> bool {
-        self.basic.is_empty() && self.header.is_none() && self.allow.is_empty()
+        self.basic.is_empty() && self.header.is_none() && self.allow.is_empty() && self.login.is_none()
+    }
+
+    /// The e-mail patterns of the client's sign-in rule, when it has one.
+    pub fn login(&self) -> Option<&[String]> {
+        self.login.as_deref()
     }
 }
 
@@ -96,6 +121,56 @@ pub struct Policy {
     pub allow_ips: Vec<IpNet>,
     /// Every HTTP request is first checked with this service.
     pub forward_auth: Option<ForwardAuth>,
+    /// Visitors must sign in as one of these people.
+    pub login: Option<PolicyLogin>,
+}
+
+/// Who an operator policy lets in after sign-in: anyone matching one of the lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyLogin {
+    /// E-mail addresses (`*` globs).
+    pub emails: Vec<String>,
+    /// E-mail domains (`example.com` lets in `*@example.com`).
+    pub domains: Vec<String>,
+    /// Groups, as the provider's `groups` claim names them.
+    pub groups: Vec<String>,
+}
+
+impl PolicyLogin {
+    /// True when `email` (lowercase) with `groups` is one of the people named.
+    pub fn admits(&self, email: &str, groups: &[String]) -> bool {
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        self.emails.iter().any(|p| glob(p, email))
+            || self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+            || self.groups.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// True when the client or a policy requires visitors to sign in.
+pub fn login_required(client: &ClientAccess, policies: &[Policy]) -> bool {
+    client.login.is_some() || policies.iter().any(|p| p.login.is_some())
+}
+
+/// True when a signed-in visitor may enter: `granted` says whether the tunnel's owner granted
+/// this e-mail through the API.
+pub fn person_allowed(
+    client: &ClientAccess,
+    policies: &[Policy],
+    email: &str,
+    groups: &[String],
+    granted: bool,
+) -> bool {
+    let by_client = match &client.login {
+        None => true,
+        Some(patterns) => granted || patterns.iter().any(|p| glob(p, email)),
+    };
+    by_client && policies.iter().filter_map(|p| p.login.as_ref()).all(|l| l.admits(email, groups))
+}
+
+/// True when a share link or service token may let a visitor in: no operator policy names
+/// people on this tunnel.
+pub fn pass_allowed(policies: &[Policy]) -> bool {
+    policies.iter().all(|p| p.login.is_none())
 }
 
 /// Forward-auth settings, in the style of Traefik's and Caddy's.
@@ -196,6 +271,7 @@ mod tests {
             basic_auth: vec![format!("alice:{}", hash_secret("wonderland", b"salt"))],
             header: None,
             allow_ips: vec!["10.0.0.0/8".into(), "127.0.0.1".into()],
+            login: None,
         }))
         .expect("valid")
     }
@@ -211,6 +287,7 @@ mod tests {
             ids: "*".into(),
             allow_ips: parse_nets(&["10.9.0.0/16".into()]).expect("nets"),
             forward_auth: None,
+            login: None,
         };
         assert_eq!(check_ip(&c, &[strict], "10.1.2.3".parse().expect("ip")), Err(Denied::Address));
     }
@@ -237,6 +314,42 @@ mod tests {
         assert_eq!(check_credentials(&keyed, &h), Ok(()));
         h.insert("x-api-key", "k2".parse().expect("value"));
         assert_eq!(check_credentials(&keyed, &h), Err(Denied::Credentials { basic: false }));
+    }
+
+    #[test]
+    fn sign_in_rules() {
+        let spec = |emails: &[&str]| Access {
+            login: Some(postern_proto::access::Login { emails: emails.iter().map(|e| e.to_string()).collect() }),
+            ..Access::default()
+        };
+        let c = ClientAccess::from_spec(Some(&spec(&["*@example.com", "bob@x.org"]))).expect("valid");
+        assert!(login_required(&c, &[]));
+        assert!(person_allowed(&c, &[], "alice@example.com", &[], false));
+        assert!(person_allowed(&c, &[], "bob@x.org", &[], false));
+        assert!(!person_allowed(&c, &[], "eve@evil.com", &[], false));
+        assert!(person_allowed(&c, &[], "eve@evil.com", &[], true), "a grant lets her in");
+        let policy = Policy {
+            ids: "*".into(),
+            allow_ips: vec![],
+            forward_auth: None,
+            login: Some(PolicyLogin {
+                domains: vec!["example.com".into()],
+                groups: vec!["ops".into()],
+                ..Default::default()
+            }),
+        };
+        let open = ClientAccess::default();
+        assert!(login_required(&open, std::slice::from_ref(&policy)));
+        assert!(person_allowed(&open, std::slice::from_ref(&policy), "alice@example.com", &[], false));
+        assert!(person_allowed(&open, std::slice::from_ref(&policy), "bob@x.org", &["ops".into()], false));
+        assert!(
+            !person_allowed(&open, std::slice::from_ref(&policy), "bob@x.org", &[], true),
+            "grants never pass a policy"
+        );
+        assert!(!pass_allowed(std::slice::from_ref(&policy)));
+        assert!(pass_allowed(&[]));
+        assert!(ClientAccess::from_spec(Some(&spec(&["not an email"]))).is_err());
+        assert!(ClientAccess::from_spec(Some(&spec(&["a@b@c"]))).is_err());
     }
 
     #[test]

@@ -7,11 +7,17 @@
 //! allow_ips = ["10.0.0.0/8"]
 //! forward_auth = "http://127.0.0.1:4181/verify"
 //! forward_auth_headers = ["Remote-User"]
+//!
+//! [[policy]]
+//! ids = "team-*"
+//! emails = ["cto@example.org"]      # sign-in required: any one of these lists lets a person in
+//! email_domains = ["example.com"]
+//! groups = ["engineering"]
 //! ```
 
 use serde::Deserialize;
 
-use super::{parse_nets, ForwardAuth, Policy};
+use super::{parse_nets, ForwardAuth, Policy, PolicyLogin};
 
 /// One `[[policy]]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +33,15 @@ pub struct PolicySpec {
     /// Headers copied from the forward-auth service's 2xx answer.
     #[serde(default)]
     pub forward_auth_headers: Vec<String>,
+    /// Sign-in required; these addresses (`*` globs) may enter.
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// Sign-in required; addresses at these domains may enter.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// Sign-in required; members of these groups (the provider's `groups` claim) may enter.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl PolicySpec {
@@ -48,6 +63,18 @@ impl PolicySpec {
                     .collect::<Result<_, _>>()?,
             }),
         };
-        Ok(Policy { ids: ids.clone(), allow_ips, forward_auth })
+        if let Some(bad) = self.emails.iter().find(|e| !postern_proto::access::valid_email_pattern(e)) {
+            return Err(format!("policy {ids:?}: emails: {bad:?} is not an e-mail address or pattern"));
+        }
+        if let Some(bad) = self.email_domains.iter().find(|d| d.is_empty() || d.contains('@') || d.contains('*')) {
+            return Err(format!("policy {ids:?}: email_domains: {bad:?} is not a domain (write example.com)"));
+        }
+        let named = !(self.emails.is_empty() && self.email_domains.is_empty() && self.groups.is_empty());
+        let login = named.then(|| PolicyLogin {
+            emails: self.emails.iter().map(|e| e.to_ascii_lowercase()).collect(),
+            domains: self.email_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            groups: self.groups.clone(),
+        });
+        Ok(Policy { ids: ids.clone(), allow_ips, forward_auth, login })
     }
 }

@@ -19,6 +19,7 @@
 //! | `POST /api/v1/tokens` | admin | mint a signed token |
 //! | `GET /api/v1/tokens` | admin | tokens minted with this relay's state directory |
 //! | `DELETE /api/v1/tokens/{id}` | admin | revoke a token; its sessions end at once |
+//! | `… /tunnels/{name}/grants`, `/shares`, `/service-tokens`; `/sessions` | bearer | visitor access ([`visitors`]) |
 //!
 //! The admin token sees everything; a client's token sees what its subject owns. A missing or
 //! unknown token gets 401; acting on something another subject owns gets 403. An address with
@@ -30,6 +31,7 @@ mod sse;
 mod tokens;
 pub mod ui;
 pub mod views;
+mod visitors;
 
 pub use self::cluster::peer_view;
 
@@ -125,6 +127,8 @@ pub struct Admin {
     pub history_every: Duration,
     /// The dashboard's page and assets.
     pub ui: ui::Ui,
+    /// Visitor sign-in: grants, sessions, share links, service tokens.
+    pub visitors: Arc<crate::visitor::Visitors>,
 }
 
 /// Serves the admin API until `shutdown` fires.
@@ -244,6 +248,15 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
             let asked = |flag: &str| req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == flag));
             let (local, traffic) = (asked("scope=local"), asked("traffic=1"));
             let cluster = admin.cluster.as_ref().filter(|_| !local);
+            if let ["tunnels", _, "grants" | "shares" | "service-tokens"]
+            | ["shares" | "service-tokens", _]
+            | ["sessions"] = rest.as_slice()
+            {
+                if let Some(resp) = visitors::route(req, &rest, &who, admin).await {
+                    return resp;
+                }
+                return fail(StatusCode::NOT_FOUND, "not_found", "no such API route");
+            }
             if let ["tunnels", _, "requests" | "inspect", ..] = rest.as_slice() {
                 if let Some(resp) = inspect::route(req, &rest, &who, admin).await {
                     return resp;

@@ -4,8 +4,8 @@
 //! Each layer is reduced to the values it gives, by setting; for every setting the highest
 //! layer that gives one wins, and the winners are parsed once, by the same clap definition, so
 //! a value means the same thing whichever layer it came from. File keys are the settings'
-//! field names; a key that is no setting is an error, except `[[policy]]` tables, the one
-//! setting only a file can hold. A list setting (`allow_domains`) comes whole from one layer.
+//! field names; a key that is no setting is an error, except `[[policy]]` and `[[oidc]]`
+//! tables, the settings only a file can hold. A list setting (`allow_domains`) comes whole from one layer.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -86,16 +86,21 @@ struct FileLayer {
     name: String,
     values: Values,
     policies: Vec<PolicySpec>,
+    oidc: Vec<crate::visitor::OidcSpec>,
 }
 
 fn read_file(name: &str, text: &str) -> Result<FileLayer, ConfigError> {
     let source = format!("config file {name}");
     let table: toml::Table = toml::from_str(text).map_err(|e| parse_error(&source, e))?;
     let settings = command(false);
-    let mut layer = FileLayer { name: name.to_string(), values: Values::new(), policies: Vec::new() };
+    let mut layer = FileLayer { name: name.to_string(), values: Values::new(), policies: Vec::new(), oidc: Vec::new() };
     for (key, value) in table {
         if key == "policy" {
             layer.policies = value.try_into().map_err(|e| parse_error(&source, format!("[[policy]]: {e}")))?;
+            continue;
+        }
+        if key == "oidc" {
+            layer.oidc = value.try_into().map_err(|e| parse_error(&source, format!("[[oidc]]: {e}")))?;
             continue;
         }
         if !settings.get_arguments().any(|a| a.get_id().as_str() == key) {
@@ -170,6 +175,7 @@ impl RelayConfig {
         if let Some(f) = file {
             let list = f.policies.iter().map(PolicySpec::to_policy).collect::<Result<Vec<_>, _>>();
             config.policies = Policies::new(list.map_err(|e| parse_error(&format!("config file {}", f.name), e))?);
+            config.oidc = f.oidc;
         }
         config.token = config.token.filter(|t| !t.expose().is_empty());
         config.admin_token = config.admin_token.filter(|t| !t.expose().is_empty());

@@ -261,6 +261,27 @@ pub struct RelayConfig {
     /// [default: token.key in --state-dir, created if missing]
     #[arg(id = "token_key", long = "token-key", env = "POSTERN_TOKEN_KEY", value_name = "FILE")]
     pub token_key_file: Option<PathBuf>,
+    /// OpenID provider visitors sign in with (`postern http --allow-email`), by issuer URL
+    /// (its /.well-known/openid-configuration is read). Register the redirect URI
+    /// https://auth.<domain>/callback with it. More providers: the config file's [[oidc]] tables
+    #[arg(long, env = "POSTERN_OIDC_ISSUER", value_name = "URL", requires_all = ["oidc_client_id", "oidc_client_secret"])]
+    pub oidc_issuer: Option<String>,
+    /// The relay's client id at --oidc-issuer
+    #[arg(long, env = "POSTERN_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+    /// The relay's client secret at --oidc-issuer
+    #[arg(long, env = "POSTERN_OIDC_CLIENT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub oidc_client_secret: Option<Secret>,
+    /// Scopes asked of --oidc-issuer besides `openid email`, comma-separated, e.g. `groups`
+    /// for a provider that sends the groups claim only when asked
+    #[arg(long, env = "POSTERN_OIDC_SCOPES", value_name = "SCOPES", value_delimiter = ',')]
+    pub oidc_scopes: Vec<String>,
+    /// How long a visitor stays signed in to a tunnel (by identity provider or share link)
+    #[arg(long, env = "POSTERN_SESSION_TTL", default_value = "24h", value_parser = duration)]
+    pub session_ttl: Duration,
+    /// More identity providers: the config file's `[[oidc]]` tables.
+    #[arg(skip)]
+    pub oidc: Vec<crate::visitor::OidcSpec>,
     /// Operator access policies: the config file's `[[policy]]` tables.
     #[arg(skip)]
     pub policies: Policies,
@@ -351,6 +372,21 @@ impl RelayConfig {
             check_interval: self.acme_check_interval,
             retry_after: self.acme_retry_after,
         })
+    }
+
+    /// Every identity provider: the one of the `--oidc-*` flags first, then the file's.
+    pub fn oidc_providers(&self) -> Vec<crate::visitor::OidcSpec> {
+        let flags = match (&self.oidc_issuer, &self.oidc_client_id, &self.oidc_client_secret) {
+            (Some(issuer), Some(id), Some(secret)) => Some(crate::visitor::OidcSpec {
+                name: None,
+                issuer: issuer.clone(),
+                client_id: id.clone(),
+                client_secret: secret.expose().to_string(),
+                scopes: self.oidc_scopes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            }),
+            _ => None,
+        };
+        flags.into_iter().chain(self.oidc.iter().cloned()).collect()
     }
 
     /// Where the relay's certificates come from (needs a state directory).

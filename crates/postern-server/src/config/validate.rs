@@ -19,6 +19,23 @@ impl RelayConfig {
                 return Err(ConfigError::Invalid(format!("--webhook {url:?} is not a URL")));
             }
         }
+        for p in self.oidc_providers() {
+            crate::visitor::oidc::Provider::new(&p).map_err(|e| ConfigError::Invalid(format!("OIDC provider: {e}")))?;
+            if p.client_id.is_empty() || p.client_secret.is_empty() {
+                return Err(ConfigError::Invalid(format!("OIDC provider {}: needs a client id and secret", p.issuer)));
+            }
+        }
+        let named = self.policies.list().into_iter().any(|p| p.login.is_some());
+        if named && self.oidc_providers().is_empty() {
+            return Err(ConfigError::Invalid(
+                "a [[policy]] names emails, email_domains or groups, but no identity provider is configured \
+                 (--oidc-issuer or [[oidc]])"
+                    .into(),
+            ));
+        }
+        if self.session_ttl.is_zero() {
+            return Err(ConfigError::Invalid("the session TTL must be above zero".into()));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid("tls_cert and tls_key must be given together".into()));
         }

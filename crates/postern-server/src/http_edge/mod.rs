@@ -11,7 +11,7 @@
 
 mod idle;
 mod logged;
-mod pages;
+pub(crate) mod pages;
 pub mod proxy;
 pub mod replay;
 mod upstream;

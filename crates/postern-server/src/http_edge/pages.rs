@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use postern_proto::hostname;
 
 /// Which of the relay's own errors this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,19 @@ pub enum EdgeError {
     AgentBusy,
     /// The operator's forward-auth service could not be reached.
     AuthUnavailable,
+    /// The tunnel requires sign-in and the request (not a browser's page) carries no session
+    /// or service token.
+    SignInRequired,
+    /// A sign-in step with a forged, expired or replayed state or code, or a bad link.
+    SignInFailed,
+    /// The signed-in person is not let in, or the provider said no.
+    SignInDenied,
+    /// The tunnel requires sign-in and the relay has no identity provider.
+    SignInUnavailable,
+    /// The identity provider cannot be reached, or its answer does not verify.
+    IdpUnavailable,
+    /// A share link that is void, expired, used up or revoked.
+    ShareInvalid,
 }
 
 impl EdgeError {
@@ -56,6 +70,10 @@ impl EdgeError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::QuotaExceeded | Self::AgentBusy => StatusCode::TOO_MANY_REQUESTS,
+            Self::SignInRequired | Self::SignInUnavailable => StatusCode::UNAUTHORIZED,
+            Self::SignInFailed => StatusCode::BAD_REQUEST,
+            Self::SignInDenied | Self::ShareInvalid => StatusCode::FORBIDDEN,
+            Self::IdpUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -77,6 +95,12 @@ impl EdgeError {
             Self::QuotaExceeded => "quota-exceeded",
             Self::AgentBusy => "agent-busy",
             Self::AuthUnavailable => "auth-unavailable",
+            Self::SignInRequired => "sign-in-required",
+            Self::SignInFailed => "sign-in-failed",
+            Self::SignInDenied => "sign-in-denied",
+            Self::SignInUnavailable => "sign-in-unavailable",
+            Self::IdpUnavailable => "idp-unavailable",
+            Self::ShareInvalid => "share-invalid",
         }
     }
 
@@ -97,6 +121,12 @@ impl EdgeError {
             Self::QuotaExceeded => "Too many requests",
             Self::AgentBusy => "Tunnel busy",
             Self::AuthUnavailable => "Authentication service unavailable",
+            Self::SignInRequired => "Sign-in required",
+            Self::SignInFailed => "Sign-in failed",
+            Self::SignInDenied => "Access denied",
+            Self::SignInUnavailable => "Sign-in unavailable",
+            Self::IdpUnavailable => "Identity provider unavailable",
+            Self::ShareInvalid => "Share link not valid",
         }
     }
 
@@ -125,6 +155,20 @@ impl EdgeError {
             Self::QuotaExceeded => "This tunnel's owner is over its request quota. Try again shortly.",
             Self::AgentBusy => "This tunnel has too many requests in flight. Try again shortly.",
             Self::AuthUnavailable => "The service that checks access to this tunnel could not be reached.",
+            Self::SignInRequired => {
+                "This tunnel requires sign-in. Open it in a browser to sign in; programs send a service token as `Authorization: Bearer pss1.…` or `X-Postern-Service-Token`."
+            }
+            Self::SignInFailed => {
+                "This sign-in link is not valid: it expired, was already used, or was not made for this browser. Open the tunnel again to sign in."
+            }
+            Self::SignInDenied => "You are signed in, but not allowed to use this tunnel. Ask its owner for access.",
+            Self::SignInUnavailable => {
+                "This tunnel requires sign-in, but this relay has no identity provider. Ask the tunnel's owner for a share link."
+            }
+            Self::IdpUnavailable => {
+                "The identity provider could not be reached, or its answer could not be verified. Try again shortly."
+            }
+            Self::ShareInvalid => "This share link has expired, was revoked, or was used up. Ask the tunnel's owner for a new one.",
         }
     }
 }
@@ -155,10 +199,37 @@ pub fn page(err: EdgeError, host: Option<&str>) -> Response<Full<Bytes>> {
         EdgeError::Unauthorized => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"postern\""));
         }
+        EdgeError::SignInRequired => {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
+        }
         EdgeError::MethodNotAllowed => {
             h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE"));
         }
         _ => {}
+    }
+    resp
+}
+
+/// `302 Found` to `location`, not to be cached.
+pub fn found(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `308` to the same place over HTTPS.
+pub fn redirect(host: &str, path: &str, https_port: u16) -> Response<Full<Bytes>> {
+    let name = hostname::normalize(host).unwrap_or_default();
+    let location =
+        if https_port == 443 { format!("https://{name}{path}") } else { format!("https://{name}:{https_port}{path}") };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
 }

@@ -13,7 +13,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use postern_proto::hostname;
 use postern_proto::route::{self, Path, RequestHead, RouteError, Routed};
 use postern_proto::stream::{self, StreamKind};
 use postern_proto::TunnelKind;
@@ -23,9 +22,9 @@ use postern_transport::splice::splice;
 use tracing::debug;
 
 use super::logged::{Entry, RequestBytes, Served};
-use super::pages::{page, EdgeError};
+use super::pages::{self, page, EdgeError};
 use super::upstream::{self, Upstream};
-use crate::access::forward_auth::Asking;
+use crate::access::{self, forward_auth::Asking};
 use crate::agent::OpenError;
 use crate::cluster::forward::Forwarded;
 use crate::config::RelayConfig;
@@ -35,6 +34,8 @@ use crate::tunnel::admit::{Admitted, Gate, Refusal, Via};
 use crate::tunnel::registry::Registry;
 use crate::tunnel::stats::{StreamCount, TunnelMeter};
 use crate::tunnel::{Member, Tunnel};
+use crate::visitor::edge::{self, Site};
+use crate::visitor::flow::AuthHost;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -117,7 +118,7 @@ async fn admit(
     tunnel: &Tunnel,
     peer: SocketAddr,
     secure: bool,
-    host: &str,
+    (host, path): (&str, &str),
 ) -> Result<(Admitted, Member), Response<EdgeBody>> {
     let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let asking = Asking { method: req.method(), uri, headers: req.headers(), peer: peer.ip(), secure, host };
@@ -137,6 +138,13 @@ async fn admit(
             return Err(resp);
         }
         Refusal::AuthDenied(resp) => return Err(own(*resp)),
+        Refusal::SignIn => match edge.https_port {
+            Some(port) if edge::is_navigation(req.method(), req.headers()) => {
+                let site = Site { domain: &edge.config.domain, https_port: port };
+                return Err(own(pages::found(&site.login_url(host, path))));
+            }
+            _ => EdgeError::SignInRequired,
+        },
         Refusal::NotAllowed | Refusal::PerIpCap | Refusal::ConnectionCap => EdgeError::Forbidden,
         Refusal::AuthUnavailable => EdgeError::AuthUnavailable,
         Refusal::Quota(e) => {
@@ -147,18 +155,6 @@ async fn admit(
         Refusal::AgentUnavailable => EdgeError::AgentUnavailable,
     };
     Err(error(err, Some(host)))
-}
-
-fn redirect(host: &str, path: &str, https_port: u16) -> Response<EdgeBody> {
-    let name = hostname::normalize(host).unwrap_or_default();
-    let location =
-        if https_port == 443 { format!("https://{name}{path}") } else { format!("https://{name}:{https_port}{path}") };
-    let mut resp = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed());
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// The body of an HTTP-01 challenge: the key authorization, as text.
@@ -214,8 +210,15 @@ async fn forward(
     };
     if !secure && edge.config.http_redirect && path != "*" && hop == Hop::Public {
         if let Some(port) = edge.https_port {
-            return (RELAY, redirect(&host, &path, port));
+            return (RELAY, own(pages::redirect(&host, &path, port)));
         }
+    }
+    // The relay-wide sign-in host: answered by the relay that the visitor reached.
+    if key == edge::AUTH_LABEL && hop == Hop::Public {
+        let site = Site { domain: &edge.config.domain, https_port: edge.https_port.unwrap_or(443) };
+        let at = AuthHost { site, registry: &edge.registry, policies: edge.gate.policies() };
+        let visitors = edge.gate.visitors();
+        return (RELAY, own(visitors.auth_host(req.method(), req.uri(), req.headers(), &at).await));
     }
     // A forwarded upgrade arrives as HTTP/2 (on its CONNECT stream), a public one as HTTP/1.1.
     let upgrading =
@@ -240,6 +243,14 @@ async fn forward(
     };
     if path == "*" {
         return (RELAY, options_asterisk());
+    }
+    if path.starts_with("/.postern/") {
+        let policies = edge.gate.policies();
+        if access::login_required(&tunnel.access, &policies.matching(&tunnel.info.id)) {
+            if let Some(resp) = edge.gate.visitors().tunnel_page(req.uri(), &host, &tunnel, policies) {
+                return (RELAY, own(resp));
+            }
+        }
     }
     let served = edge
         .registry
@@ -296,7 +307,7 @@ async fn proxy(
     path: String,
     kind: &'static str,
 ) -> Response<EdgeBody> {
-    let (admitted, agent) = match admit(&req, edge, &tunnel, peer, secure, &host).await {
+    let (admitted, agent) = match admit(&req, edge, &tunnel, peer, secure, (&host, &path)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };

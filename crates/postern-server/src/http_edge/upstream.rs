@@ -1,7 +1,8 @@
 //! The request the agent receives for a public one (or for a replay of one): the visitor's
 //! headers without hop-by-hop fields and `postern-` metadata, the relay's statement of who is
-//! asking (`X-Forwarded-*`, never trusted from the visitor), and the stream metadata the agent
-//! routes by.
+//! asking (`X-Forwarded-*` and the signed-in visitor's `X-Postern-Email`, never trusted from
+//! the visitor; the relay's session cookie and service tokens are removed), and the stream
+//! metadata the agent routes by.
 
 use std::net::SocketAddr;
 
@@ -45,6 +46,7 @@ pub fn request(method: Method, mut headers: HeaderMap, to: Upstream<'_>) -> Opti
     // The relay is the edge: it states the peer, it does not trust what the peer claims.
     headers.remove("forwarded");
     headers.remove(REPLAY_HEADER);
+    crate::visitor::edge::strip_public(&mut headers);
     let put = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);

@@ -127,6 +127,17 @@ async fn reserve(
     }
     let access = ClientAccess::from_spec(spec.access.as_ref())
         .map_err(|e| (RefuseCode::BadRequest, format!("invalid access rules: {e}")))?;
+    if access.login().is_some() && spec.kind != TunnelKind::Http {
+        return Err((RefuseCode::BadRequest, "visitor sign-in (--allow-email, --login) is for HTTP tunnels".into()));
+    }
+    if access.login().is_some_and(|emails| !emails.is_empty()) && shared.config.oidc_providers().is_empty() {
+        return Err((
+            RefuseCode::BadRequest,
+            "this relay has no identity provider (--oidc-issuer), so --allow-email cannot work; \
+             --login lets in share links and service tokens only"
+                .into(),
+        ));
+    }
     if let Some(grant) = join_existing(spec, who, shared, agent, registration) {
         return Ok((grant, None));
     }

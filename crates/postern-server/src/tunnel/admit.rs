@@ -11,7 +11,8 @@
 //! Entering a **tunnel** ([`Gate::admit_public`]), in this order:
 //!
 //! 1. the tunnel's and the operator's address rules ([`access::check_ip`]);
-//! 2. for an HTTP request, the tunnel's credentials and the operator's forward-auth;
+//! 2. for an HTTP request, the tunnel's credentials, its sign-in (a session or service token,
+//!    [`crate::visitor`]) and the operator's forward-auth;
 //! 3. the token's quotas: request rate (HTTP), then concurrent streams;
 //! 4. a member of the tunnel with a free stream slot (not for bore, whose client claims its
 //!    connections itself).
@@ -37,6 +38,7 @@ use crate::access::{self, Denied, Policies};
 use crate::metrics::RelayMetrics;
 use crate::outbound::HttpsClient;
 use crate::quota::QuotaExceeded;
+use crate::visitor::Visitors;
 
 /// Why the public was not let in.
 #[derive(Debug)]
@@ -57,6 +59,8 @@ pub enum Refusal {
     AuthDenied(Box<Response<Full<Bytes>>>),
     /// The operator's forward-auth service could not be asked.
     AuthUnavailable,
+    /// The tunnel requires sign-in; the request has no session or service token.
+    SignIn,
     /// The token that opened the tunnel is over a quota.
     Quota(QuotaExceeded),
     /// Every member serving the tunnel is at its stream cap.
@@ -72,7 +76,7 @@ impl Refusal {
             Self::PerIpCap => "per_ip_cap",
             Self::ConnectionCap => "connection_cap",
             Self::NotAllowed => "not_allowed",
-            Self::Credentials { .. } | Self::AuthDenied(_) | Self::AuthUnavailable => "unauthorized",
+            Self::Credentials { .. } | Self::AuthDenied(_) | Self::AuthUnavailable | Self::SignIn => "unauthorized",
             Self::Quota(_) => "quota",
             Self::AgentBusy => "agent_cap",
             Self::AgentUnavailable => "agent_unavailable",
@@ -100,7 +104,7 @@ pub enum Via<'a> {
 pub struct Admitted {
     /// The member to open the stream on (`None` for bore).
     pub member: Option<Member>,
-    /// Headers forward-auth asked to add to the request.
+    /// Headers to add to the request: the visitor's identity, and what forward-auth asked for.
     pub add_headers: HeaderMap,
     _connection: Option<ConnectionPermit>,
     _quota: Option<OwnedSemaphorePermit>,
@@ -122,20 +126,32 @@ pub struct Gate {
     policies: Policies,
     metrics: Arc<RelayMetrics>,
     outbound: Option<HttpsClient>,
+    visitors: Arc<Visitors>,
 }
 
 impl Gate {
     /// A gate over these caps and policies; `outbound` asks forward-auth services (without
-    /// one, forward-auth fails closed).
+    /// one, forward-auth fails closed); `visitors` knows who signed in.
     pub fn new(
         ip_limits: Arc<IpLimits>,
         max_public_connections: usize,
         policies: Policies,
         metrics: Arc<RelayMetrics>,
         outbound: Option<HttpsClient>,
+        visitors: Arc<Visitors>,
     ) -> Arc<Self> {
         let public_conns = Arc::new(Semaphore::new(max_public_connections));
-        Arc::new(Self { ip_limits, public_conns, policies, metrics, outbound })
+        Arc::new(Self { ip_limits, public_conns, policies, metrics, outbound, visitors })
+    }
+
+    /// The operator's policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Visitor sign-in: sessions, grants, passes.
+    pub fn visitors(&self) -> &Arc<Visitors> {
+        &self.visitors
     }
 
     /// The per-address caps and lockout (the admin API and the control port use them too).
@@ -187,6 +203,10 @@ impl Gate {
         if let Via::Http(asking) = &via {
             if let Err(Denied::Credentials { basic }) = access::check_credentials(&tunnel.access, asking.headers) {
                 return Err(Refusal::Credentials { basic });
+            }
+            if access::login_required(&tunnel.access, &policies) {
+                let identity = self.visitors.admit(tunnel, &policies, asking.headers, asking.host);
+                add_headers.extend(identity.map_err(|_| Refusal::SignIn)?);
             }
             for fa in policies.iter().filter_map(|p| p.forward_auth.as_ref()) {
                 let client = self.outbound.as_ref().ok_or(Refusal::AuthUnavailable)?;
