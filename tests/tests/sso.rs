@@ -165,6 +165,10 @@ async fn forged_expired_and_replayed_states_codes_and_cookies_are_refused() -> a
     // A redirect to anywhere but a tunnel host is refused (no open redirect).
     let resp = client.get(format!("{auth}/login?rd=https%3A%2F%2Fevil.test%2F")).send().await?;
     assert_eq!(failed(&resp), sign_in_failed);
+    // Nor through a tunnel host's path that a browser reads as another host (`/\evil.test`).
+    let sneaky = format!("{url}/%5Cevil.test").replace(':', "%3A").replace('/', "%2F");
+    let resp = client.get(format!("{auth}/login?rd={sneaky}")).send().await?;
+    assert_eq!(failed(&resp), sign_in_failed);
 
     let hops = sign_in(&client, &format!("{url}/"), &USERS[ALICE]).await?;
     assert_eq!(hops.last().expect("hops").status, 200, "{hops:#?}");
@@ -297,6 +301,15 @@ async fn share_links_and_service_tokens_let_in_without_a_provider() -> anyhow::R
     let (status, _) = admin_json(&relay, Method::DELETE, &path, Some(&owner)).await?;
     assert_eq!(status, 200);
     assert_eq!(client.get(format!("{url}/headers")).send().await?.status(), 401);
+
+    // A tunnel that lets everyone in has no use for passes or grants.
+    let origin = origin::http("open").await?;
+    let token = relay.mint("team", &["open*"], false);
+    let mut open = TestAgent::start(relay.agent_config(&token, vec![http_tunnel("open", origin.port())]));
+    let open_name = open.connected().await?.remove(0).name;
+    let path = format!("/api/v1/tunnels/{open_name}/shares");
+    let (status, why) = admin_send_json(&relay, Method::POST, &path, &owner, r#"{"ttl_secs": 60}"#).await?;
+    assert_eq!((status.as_u16(), &why["error"]["code"]), (409, &serde_json::json!("no_sign_in")), "{why}");
 
     // Service tokens: as a bearer or in their own header; stripped before the service.
     let tokens = format!("/api/v1/tunnels/{name}/service-tokens");

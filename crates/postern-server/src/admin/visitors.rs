@@ -15,8 +15,9 @@
 //! | `GET /api/v1/sessions?email=&tunnel=` | open sessions |
 //! | `DELETE /api/v1/sessions?email=&tunnel=` | end them at once (at least one filter) |
 //!
-//! Grants and passes are made on a live tunnel; they are kept (state directory) by tunnel name,
-//! so they outlive a reconnect.
+//! Grants and passes are made on a live tunnel that requires sign-in (`409 no_sign_in`
+//! otherwise); they are kept (state directory) by tunnel name and owner, so they outlive a
+//! reconnect, and a name another owner takes later inherits none of them.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -109,13 +110,16 @@ pub async fn route(
                 return Some(fail(StatusCode::NOT_FOUND, "not_found", format!("no tunnel {name:?}")));
             };
             let (name, owner) = (tunnel.info.name.clone(), tunnel.info.owner.clone());
-            if tunnel.info.kind != postern_proto::TunnelKind::Http {
-                return Some(fail(StatusCode::CONFLICT, "not_http", "visitor sign-in is for HTTP tunnels"));
+            if tunnel.access.login().is_none() {
+                let why = "this tunnel lets everyone in: its client starts it with --login or --allow-email to use \
+                           grants, share links and service tokens";
+                return Some(fail(StatusCode::CONFLICT, "no_sign_in", why));
             }
             let kind = if *what == "shares" { PassKind::Share } else { PassKind::Service };
             match (&method, *what) {
                 (&Method::GET, "grants") => {
-                    let list: Vec<_> = v.grants.list(now, |g| g.tunnel == name).iter().map(grant_view).collect();
+                    let list: Vec<_> =
+                        v.grants.list(now, |g| g.tunnel == name && g.owner == owner).iter().map(grant_view).collect();
                     json(StatusCode::OK, &serde_json::json!({ "grants": list }))
                 }
                 (&Method::POST, "grants") => {
@@ -143,7 +147,7 @@ pub async fn route(
                     }
                     let grant = Grant { tunnel: name.clone(), owner, email: email.clone(), created: now, expires };
                     v.grants.edit(now, |items| {
-                        items.retain(|x| !(x.tunnel == name && x.email == email));
+                        items.retain(|x| !(x.tunnel == name && x.owner == grant.owner && x.email == email));
                         items.push(grant.clone());
                         ((), true)
                     });
@@ -154,17 +158,22 @@ pub async fn route(
                     let Some(email) = query_param(query.as_deref(), "email").map(|e| e.to_ascii_lowercase()) else {
                         return Some(bad("give ?email="));
                     };
-                    let gone = v.grants.remove(now, |g| g.tunnel == name && g.email == email);
+                    let gone = v.grants.remove(now, |g| g.tunnel == name && g.owner == owner && g.email == email);
                     if gone.is_empty() {
                         return Some(fail(StatusCode::NOT_FOUND, "not_found", format!("no grant for {email:?}")));
                     }
-                    let ended = v.end_sessions(|s| s.tunnel == name && s.email() == Some(email.as_str()));
+                    let ended =
+                        v.end_sessions(|s| s.tunnel == name && s.owner == owner && s.email() == Some(email.as_str()));
                     tracing::info!(tunnel = %name, email = %email, sessions = ended, by = %who.subject, "access taken back");
                     json(StatusCode::OK, &serde_json::json!({ "revoked": email, "sessions_ended": ended }))
                 }
                 (&Method::GET, _) => {
-                    let list: Vec<_> =
-                        v.passes.list(now, |p| p.tunnel == name && p.kind == kind).iter().map(pass_view).collect();
+                    let list: Vec<_> = v
+                        .passes
+                        .list(now, |p| p.tunnel == name && p.owner == owner && p.kind == kind)
+                        .iter()
+                        .map(pass_view)
+                        .collect();
                     json(StatusCode::OK, &serde_json::json!({ what.replace('-', "_"): list }))
                 }
                 (&Method::POST, _) => {

@@ -182,7 +182,9 @@ impl Visitors {
             auth.strip_prefix("Bearer ").filter(|t| t.starts_with(super::passes::SERVICE_PREFIX))
         });
         if let Some(token) = presented {
-            if let Some(pass) = self.check_pass(PassKind::Service, token.trim(), &tunnel.info.name) {
+            if let Some(pass) =
+                self.check_pass(PassKind::Service, token.trim(), (&tunnel.info.name, &tunnel.info.owner))
+            {
                 if access::pass_allowed(policies) {
                     put(&mut out, "x-postern-pass", &format!("service:{}", pass.id));
                     return Ok(out);
@@ -193,8 +195,10 @@ impl Visitors {
         let host = hostname::normalize(host).map_err(|_| SignIn::Needed)?;
         let sealed = cookie(headers, COOKIE).ok_or(SignIn::Needed)?;
         let sid: String = self.sealer.open(&format!("session:{host}"), sealed).ok_or(SignIn::Needed)?;
-        let session =
-            self.sessions.find(unix_secs(), |s| s.id == sid && s.tunnel == tunnel.info.name).ok_or(SignIn::Needed)?;
+        let session = self
+            .sessions
+            .find(unix_secs(), |s| s.id == sid && s.tunnel == tunnel.info.name && s.owner == tunnel.info.owner)
+            .ok_or(SignIn::Needed)?;
         match &session.who {
             Who::Oidc { email, groups } => {
                 put(&mut out, "x-postern-email", email);
@@ -237,7 +241,8 @@ pub(super) fn split_url(url: &str) -> Option<(String, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if path.starts_with("//") || authority.contains('@') {
+    // `//x` and `/\x` are other hosts to a browser; no control characters either.
+    if path.starts_with("//") || path.contains('\\') || path.chars().any(char::is_control) || authority.contains('@') {
         return None;
     }
     Some((hostname::normalize(authority).ok()?, path.to_string()))

@@ -209,7 +209,7 @@ impl Visitors {
     /// True when a signed-in person may enter `tunnel` (its rules, its grants, the policies).
     pub fn person_may_enter(&self, tunnel: &Tunnel, policies: &Policies, email: &str, groups: &[String]) -> bool {
         let matching = policies.matching(&tunnel.info.id);
-        let granted = self.granted(&tunnel.info.name, email);
+        let granted = self.granted((&tunnel.info.name, &tunnel.info.owner), email);
         access::person_allowed(&tunnel.access, &matching, email, groups, granted)
     }
 
@@ -238,7 +238,8 @@ impl Visitors {
             super::edge::SHARE_PATH => {
                 let credential = query_param(uri.query(), "pass")?;
                 let matching = policies.matching(&tunnel.info.id);
-                let pass = access::pass_allowed(&matching).then(|| self.use_share(&credential, &tunnel.info.name));
+                let pass = access::pass_allowed(&matching)
+                    .then(|| self.use_share(&credential, (&tunnel.info.name, &tunnel.info.owner)));
                 let Some(Some(pass)) = pass else {
                     info!(host = %host, "share link refused");
                     return Some(fail(EdgeError::ShareInvalid, &host));

@@ -138,9 +138,10 @@ impl Visitors {
         spent.insert(id.to_string(), expires).is_none()
     }
 
-    /// True when `email` holds a live grant on `tunnel`.
-    pub fn granted(&self, tunnel: &str, email: &str) -> bool {
-        self.grants.find(unix_secs(), |g| g.tunnel == tunnel && g.email == email).is_some()
+    /// True when `email` holds a live grant on `tunnel` of `owner` (a name another owner
+    /// takes later does not inherit it).
+    pub fn granted(&self, (tunnel, owner): (&str, &str), email: &str) -> bool {
+        self.grants.find(unix_secs(), |g| g.tunnel == tunnel && g.owner == owner && g.email == email).is_some()
     }
 
     /// Opens a session and returns it.

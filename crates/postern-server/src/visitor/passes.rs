@@ -64,8 +64,9 @@ impl Visitors {
         (pass, credential)
     }
 
-    /// The live pass of `kind` for `tunnel` that `credential` proves, if any.
-    pub fn check_pass(&self, kind: PassKind, credential: &str, tunnel: &str) -> Option<Pass> {
+    /// The live pass of `kind` for `tunnel` of `owner` that `credential` proves, if any (a
+    /// name another owner takes later does not inherit its passes).
+    pub fn check_pass(&self, kind: PassKind, credential: &str, (tunnel, owner): (&str, &str)) -> Option<Pass> {
         if credential.len() > MAX_LEN {
             return None;
         }
@@ -74,12 +75,14 @@ impl Visitors {
             PassKind::Service => credential.strip_prefix(SERVICE_PREFIX)?,
         };
         let (id, sig) = credential.split_once('.')?;
-        let pass = self.passes.find(unix_secs(), |p| p.id == id && p.kind == kind && p.tunnel == tunnel)?;
+        let pass = self
+            .passes
+            .find(unix_secs(), |p| p.id == id && p.kind == kind && p.tunnel == tunnel && p.owner == owner)?;
         self.sealer.verify(&signed(&pass), sig).then_some(pass)
     }
 
     /// Counts one use of a share link; `None` when it is void or used up.
-    pub fn use_share(&self, credential: &str, tunnel: &str) -> Option<Pass> {
+    pub fn use_share(&self, credential: &str, tunnel: (&str, &str)) -> Option<Pass> {
         let pass = self.check_pass(PassKind::Share, credential, tunnel)?;
         let now = unix_secs();
         self.passes.edit(now, |items| {
@@ -117,16 +120,17 @@ mod tests {
         let new =
             |kind, max_uses| NewPass { kind, tunnel: "app-3000", owner: "team", name: None, ttl_secs: 60, max_uses };
         let (share, url) = v.issue_pass(new(PassKind::Share, Some(1)));
-        assert!(v.check_pass(PassKind::Share, &url, "other-3000").is_none(), "bound to its tunnel");
-        assert!(v.check_pass(PassKind::Service, &url, "app-3000").is_none(), "bound to its kind");
-        assert_eq!(v.use_share(&url, "app-3000").map(|p| p.uses), Some(1));
-        assert!(v.use_share(&url, "app-3000").is_none(), "used up");
+        assert!(v.check_pass(PassKind::Share, &url, ("other-3000", "team")).is_none(), "bound to its tunnel");
+        assert!(v.check_pass(PassKind::Share, &url, ("app-3000", "next-owner")).is_none(), "and its owner");
+        assert!(v.check_pass(PassKind::Service, &url, ("app-3000", "team")).is_none(), "bound to its kind");
+        assert_eq!(v.use_share(&url, ("app-3000", "team")).map(|p| p.uses), Some(1));
+        assert!(v.use_share(&url, ("app-3000", "team")).is_none(), "used up");
         let (_, token) = v.issue_pass(new(PassKind::Service, None));
         assert!(token.starts_with(SERVICE_PREFIX));
-        assert!(v.check_pass(PassKind::Service, &token, "app-3000").is_some());
+        assert!(v.check_pass(PassKind::Service, &token, ("app-3000", "team")).is_some());
         let forged = format!("{}x", &token[..token.len() - 1]);
-        assert!(v.check_pass(PassKind::Service, &forged, "app-3000").is_none());
+        assert!(v.check_pass(PassKind::Service, &forged, ("app-3000", "team")).is_none());
         assert!(v.revoke_pass(&share.id).is_some());
-        assert!(v.check_pass(PassKind::Share, &url, "app-3000").is_none(), "revoked");
+        assert!(v.check_pass(PassKind::Share, &url, ("app-3000", "team")).is_none(), "revoked");
     }
 }
