@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use postern_proto::stream;
 use postern_transport::body::{pump, Counted, H2Body};
 use postern_transport::headers::strip_for_forwarding;
-use postern_transport::splice::splice;
+use postern_transport::splice::{splice, Pace};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -59,7 +59,7 @@ pub struct LocalTarget {
 }
 
 /// Request body sent to local services: the relay's stream, counted.
-type LocalBody = http_body_util::combinators::BoxBody<Bytes, h2::Error>;
+type LocalBody = http_body_util::combinators::BoxBody<Bytes, postern_transport::body::BoxError>;
 
 /// The pooled clients to local services, shared by every stream of an agent.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ pub async fn http(
     let counter = stats.clone();
     let body = Counted::new(H2Body::new(body), move |n| {
         counter.add_in(n);
-        Duration::ZERO
+        Pace::ON
     })
     .boxed();
     let response = match client.request(Request::from_parts(parts, body)).await {
@@ -150,7 +150,7 @@ pub async fn http(
     }
     pump(body, send, &|n| {
         stats.add_out(n);
-        Duration::ZERO
+        Pace::ON
     })
     .await
     .map_err(|e| ForwardError::Body(e.to_string()))
@@ -199,7 +199,7 @@ async fn upgrade_request(
         let send = respond.send_response(Response::from_parts(parts, ()), false)?;
         return pump(local_body.map_err(|e| e.to_string()), send, &|n| {
             stats.add_out(n);
-            Duration::ZERO
+            Pace::ON
         })
         .await
         .map_err(|e| ForwardError::Body(e.to_string()));

@@ -1,9 +1,8 @@
 //! The agent's traffic counters, shown by the client status endpoint.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 
-use postern_transport::splice::Meter;
+use postern_transport::splice::{Meter, Pace};
 use serde::Serialize;
 
 /// Counters shared by every session of an agent.
@@ -88,13 +87,13 @@ impl Drop for OpenStream<'_> {
 
 /// On the agent, the socket is the local service's: reads go out, writes go in.
 impl Meter for AgentStats {
-    fn read(&self, n: u64) -> Duration {
+    fn read(&self, n: u64) -> Pace {
         self.add_out(n);
-        Duration::ZERO
+        Pace::ON
     }
 
-    fn written(&self, n: u64) -> Duration {
+    fn written(&self, n: u64) -> Pace {
         self.add_in(n);
-        Duration::ZERO
+        Pace::ON
     }
 }

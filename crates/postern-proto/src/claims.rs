@@ -15,11 +15,13 @@
 //! - `ids`: at most 64 patterns of `a-z`, `0-9`, `-` and `*`, each 1-253 characters, and
 //!   together short enough that the token stays within `token::MAX_TOKEN_LEN` (4096 bytes).
 //! - `ports`: at most 64 entries, each a port or `LOW-HIGH` within 1-65535 ([`parse_ports`]).
-//! - limits, when given, above zero.
+//! - limits, when given, above zero; `limits.volume` is `{"bytes": N, "period": "day"|"month"}`
+//!   ([`crate::volume`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::token::glob;
+use crate::volume::Volume;
 
 /// Lifetime of a token when none is asked for: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -81,6 +83,12 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long = "rps"))]
     pub requests_per_sec: Option<u32>,
+    /// Quota: bytes per UTC day or month across all its tunnels, both directions together
+    /// (`10GB/month`, `500MiB/day`); at the limit HTTP gets 429, new TCP connections are refused
+    /// and live transfers are cut
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = clap::value_parser!(Volume)))]
+    pub volume: Option<Volume>,
 }
 
 impl Limits {
@@ -257,6 +265,7 @@ impl MintRequest {
             ("limits.max_streams", limits.max_streams == Some(0)),
             ("limits.bandwidth", limits.bandwidth == Some(0)),
             ("limits.requests_per_sec", limits.requests_per_sec == Some(0)),
+            ("limits.volume", limits.volume.is_some_and(|v| v.bytes == 0)),
         ] {
             if zero {
                 return Err(invalid(field, "must be above zero (leave it out for no limit)"));

@@ -14,6 +14,7 @@
 //! - [`token`]: signed, scoped tokens (HMAC-SHA256), verified offline.
 //! - [`stream`]: the metadata the relay puts in the headers of every h2 stream it opens to an
 //!   agent (stream kind, tunnel name, peer address).
+//! - [`volume`]: a token's bytes per calendar period (`10GB/month`), and the periods' bounds.
 //!
 //! The byte layout is documented, byte by byte, in `docs/protocol.md`.
 
@@ -26,6 +27,7 @@ pub mod message;
 pub mod route;
 pub mod stream;
 pub mod token;
+pub mod volume;
 
 pub use frame::{DecodeError, Decoder, EncodeError, FrameHeader, FRAME_HEADER_LEN, MAX_BODY_LEN};
 pub use message::{Control, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec, Welcome};

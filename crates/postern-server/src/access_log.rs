@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-use postern_transport::splice::Meter;
+use postern_transport::splice::{Meter, Pace};
 use prometheus::IntCounter;
 use serde::Serialize;
 use tracing::warn;
@@ -125,12 +125,12 @@ impl<'a, M: Meter> Tally<'a, M> {
 }
 
 impl<M: Meter> Meter for Tally<'_, M> {
-    fn read(&self, n: u64) -> Duration {
+    fn read(&self, n: u64) -> Pace {
         self.read.fetch_add(n, Ordering::Relaxed);
         self.inner.read(n)
     }
 
-    fn written(&self, n: u64) -> Duration {
+    fn written(&self, n: u64) -> Pace {
         self.written.fetch_add(n, Ordering::Relaxed);
         self.inner.written(n)
     }

@@ -31,8 +31,9 @@
 //!   request routed by its host name, bodies streamed, upgrades passed through, error pages.
 //! - `admin`: the admin listener: status API (JSON, OpenAPI), SSE events, health, metrics.
 //! - `auth`: who is calling (agent Hello, admin bearer); `keys`: the token signing key.
-//! - `quota`: per-token quotas; `leases`: names and ports kept for their owner after a
-//!   disconnect; `abuse`: per-address caps and authentication lockout.
+//! - `quota`: per-token quotas; `volume`: their bytes per period, counted and kept; `leases`:
+//!   names and ports kept for their owner after a disconnect; `abuse`: per-address caps and
+//!   authentication lockout.
 //! - `certs`: certificates by SNI (operator files, extra directory, ACME, development CA);
 //!   `acme`: built-in ACME; `domains`: which custom domains a client may claim.
 //! - `metrics`: Prometheus metrics, registered in a registry the binary owns.
@@ -71,6 +72,7 @@ mod tcp_edge;
 pub mod tokens;
 pub mod tunnel;
 pub mod visitor;
+mod volume;
 pub mod webhook;
 
 pub use acme::AcmeConfig;

@@ -3,7 +3,8 @@
 //! The registry is created by the binary and passed to [`crate::Relay::new`]; nothing is global.
 //! Label sets are bounded: kinds, status classes, directions and reasons are fixed lists. Per-tunnel
 //! series (`postern_tunnel_*`) exist only with `--metrics-per-tunnel`, and are deleted when the
-//! tunnel goes away.
+//! tunnel goes away. The `token` label of the volume gauges counts tokens with a volume quota
+//! in use this period, and is deleted when a period ends with the token unused.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -34,6 +35,10 @@ pub struct RelayMetrics {
     pub access_log_dropped: IntCounter,
     /// Bytes the request inspector's captures hold (within `--inspect-memory`).
     pub inspector_bytes: IntGauge,
+    /// Bytes each token with a volume quota has moved in its current period, by token id.
+    pub volume_used: IntGaugeVec,
+    /// That quota, by token id.
+    pub volume_limit: IntGaugeVec,
     /// The cluster's metrics; registered only on a clustered relay.
     pub cluster: ClusterMetrics,
     per_tunnel: Option<PerTunnel>,
@@ -113,6 +118,17 @@ impl RelayMetrics {
                 "postern_inspector_bytes",
                 "Bytes the request inspector's captures hold, within --inspect-memory",
             )?,
+            volume_used: IntGaugeVec::new(
+                Opts::new(
+                    "postern_token_volume_used_bytes",
+                    "Bytes a token with a volume quota has moved this period (both directions)",
+                ),
+                &["token"],
+            )?,
+            volume_limit: IntGaugeVec::new(
+                Opts::new("postern_token_volume_bytes", "The token's volume quota per period"),
+                &["token"],
+            )?,
             cluster: ClusterMetrics {
                 forwarded: counter(
                     "postern_cluster_forwarded_total",
@@ -161,6 +177,8 @@ impl RelayMetrics {
         registry.register(Box::new(self.public_refused.clone()))?;
         registry.register(Box::new(self.access_log_dropped.clone()))?;
         registry.register(Box::new(self.inspector_bytes.clone()))?;
+        registry.register(Box::new(self.volume_used.clone()))?;
+        registry.register(Box::new(self.volume_limit.clone()))?;
         if let Some(p) = &self.per_tunnel {
             registry.register(Box::new(p.bytes.clone()))?;
             registry.register(Box::new(p.streams.clone()))?;

@@ -1,4 +1,5 @@
-//! Per-token quotas: tunnels, concurrent streams, bandwidth and request rate.
+//! Per-token quotas: tunnels, concurrent streams, bandwidth, request rate, and (counted in
+//! [`crate::volume`]) bytes per period.
 //!
 //! Every session opened with the same token shares one [`TokenQuota`], so a tenant cannot get
 //! around a limit by opening more connections. Buckets use tokio's clock, so tests can pause it.
@@ -13,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::auth::Identity;
+use crate::volume::{TokenVolume, Volumes};
 
 /// A token bucket: `rate` units per second, holding at most `burst`.
 #[derive(Debug)]
@@ -74,6 +76,8 @@ pub struct TokenQuota {
     /// Bytes toward the public.
     pub bandwidth_out: Option<Bucket>,
     requests: Option<Bucket>,
+    /// Bytes per period, shared with every other session of the token.
+    pub volume: Option<Arc<TokenVolume>>,
 }
 
 /// Which quota a refusal hit.
@@ -88,11 +92,20 @@ pub enum QuotaExceeded {
     /// Too many requests per second.
     #[error("the token's request rate quota ({0}/s) is exceeded")]
     RequestRate(u32),
+    /// The volume for this period is used up.
+    #[error("the token's volume quota ({bytes} bytes this period) is used up until {resets_at} (Unix time)")]
+    Volume {
+        /// Bytes per period.
+        bytes: u64,
+        /// When the period ends, Unix seconds.
+        resets_at: u64,
+    },
 }
 
 impl TokenQuota {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, volume: Option<Arc<TokenVolume>>) -> Self {
         Self {
+            volume,
             limits,
             tunnels: AtomicU32::new(0),
             streams: limits.max_streams.map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -128,6 +141,11 @@ impl TokenQuota {
         }
     }
 
+    /// Admits one stream against the volume quota.
+    pub fn admit_volume(&self) -> Result<(), QuotaExceeded> {
+        self.volume.as_ref().map_or(Ok(()), |v| v.check())
+    }
+
     /// Admits one HTTP request against the rate quota.
     pub fn admit_request(&self) -> Result<(), QuotaExceeded> {
         match &self.requests {
@@ -151,9 +169,15 @@ impl Drop for TunnelSlot {
 #[derive(Debug, Default)]
 pub struct Quotas {
     by_token: Mutex<HashMap<String, Weak<TokenQuota>>>,
+    volumes: Arc<Volumes>,
 }
 
 impl Quotas {
+    /// Quotas whose volumes are counted in `volumes`.
+    pub fn new(volumes: Arc<Volumes>) -> Self {
+        Self { by_token: Mutex::default(), volumes }
+    }
+
     /// The shared quota state of the token behind `identity`; `None` for the shared token, and
     /// for tokens that limit nothing.
     pub fn for_identity(&self, identity: &Identity) -> Option<Arc<TokenQuota>> {
@@ -172,7 +196,8 @@ impl Quotas {
         }
         // Forget tokens nobody uses any more before adding one.
         map.retain(|_, w| w.strong_count() > 0);
-        let q = Arc::new(TokenQuota::new(limits));
+        let volume = limits.volume.map(|v| self.volumes.get(id, v));
+        let q = Arc::new(TokenQuota::new(limits, volume));
         map.insert(id.to_string(), Arc::downgrade(&q));
         Some(q)
     }

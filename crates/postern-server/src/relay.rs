@@ -33,6 +33,7 @@ use crate::tunnel::admit::Gate;
 use crate::tunnel::registry::Registry;
 use crate::visitor::seal::Sealer;
 use crate::visitor::Visitors;
+use crate::volume::Volumes;
 use crate::webhook::{self, Webhook};
 
 /// Why the relay could not run.
@@ -224,7 +225,8 @@ impl Relay {
             return Err(ConfigError::Invalid("a clustered relay needs its peer listener (--peer-addr)".into()).into());
         }
         let control_tls = self.certs.server_config(&[ALPN])?;
-        let quotas = Arc::new(Quotas::default());
+        let volumes = Arc::new(Volumes::new(self.config.state_dir.as_deref()));
+        let quotas = Arc::new(Quotas::new(volumes.clone()));
         let shared = Arc::new(Shared {
             auth: auth.clone(),
             gate: gate.clone(),
@@ -289,6 +291,7 @@ impl Relay {
                 history_every: self.config.history_every,
                 ui: Default::default(),
                 visitors: visitors.clone(),
+                volumes: volumes.clone(),
             });
             admin_api = Some(admin.clone());
             edges.push(tokio::spawn(admin::serve(l, admin, shutdown.clone())));
@@ -310,6 +313,8 @@ impl Relay {
         if let Some(acme) = &self.acme {
             tokio::spawn(acme.clone().run(shutdown.clone()));
         }
+        let counting =
+            tokio::spawn(volumes.clone().run(cluster.clone(), self.registry.metrics().clone(), shutdown.clone()));
         let every = self.config.history_every;
         tokio::spawn(crate::tunnel::history::run(self.registry.clone(), every, shutdown.clone()));
         tokio::spawn(watch_revocations(
@@ -346,6 +351,8 @@ impl Relay {
         }
         persisting.abort();
         let _ = tokio::task::spawn_blocking(move || leases.flush()).await;
+        // The counter task writes the volume counts once more as it stops.
+        let _ = counting.await;
         Ok(())
     }
 }

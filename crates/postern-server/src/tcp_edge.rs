@@ -14,6 +14,7 @@ use http::StatusCode;
 use postern_proto::stream::{StreamKind, REFUSE_REASON};
 use postern_transport::splice::{socket_to_stream, stream_to_socket, Meter, SpliceError, SpliceStats};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -52,20 +53,29 @@ pub async fn serve(
         let Ok(admitted) = gate.admit_public(&tunnel, peer, Via::TcpEdge).await else { continue };
         let Some(member) = admitted.member.clone() else { continue };
         let _ = stream.set_nodelay(true);
-        spawn_stream(tunnel.clone(), member, admitted, stream.into_split(), peer, metrics.clone(), &access_log);
+        let io = stream.into_split();
+        spawn_stream(tunnel.clone(), member, admitted, io, peer, metrics.clone(), &access_log, |w: OwnedWriteHalf| {
+            // A reset, not a clean end (no FIN first): the visitor must not take a cut transfer
+            // for a whole one.
+            let _ = w.as_ref().set_zero_linger();
+            w.forget();
+        });
     }
 }
 
 /// Serves one admitted public connection (a socket here, or one another relay forwarded) on
-/// `tunnel`: a stream to `member`, spliced, in its own task and span.
+/// `tunnel`: a stream to `member`, spliced, in its own task and span. `abort` is given the
+/// public side's writer when a quota cuts the connection, to end it with a reset.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_stream<R, W>(
     tunnel: Arc<Tunnel>,
     member: Member,
     admitted: Admitted,
-    (reader, writer): (R, W),
+    (reader, mut writer): (R, W),
     peer: SocketAddr,
     metrics: Arc<RelayMetrics>,
     access_log: &AccessLog,
+    abort: fn(W),
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -79,10 +89,11 @@ pub fn spawn_stream<R, W>(
             let meter = TunnelMeter { tunnel: &tunnel, metrics: &metrics, kind: "tcp" };
             let tally = Tally::new(&meter);
             let outcome = tokio::select! {
-                r = handle(reader, writer, peer, &tunnel, &member, &tally) => r,
+                r = handle(reader, &mut writer, peer, &tunnel, &member, &tally) => r,
                 _ = tunnel.closed.cancelled() => Err(EdgeError::AgentGone),
                 _ = member.closed().cancelled() => Err(EdgeError::AgentGone),
             };
+            let cut = matches!(outcome, Err(EdgeError::Splice(SpliceError::Cut)));
             let close = match &outcome {
                 Ok(s) => {
                     debug!(up = s.socket_to_stream, down = s.stream_to_socket, "public connection closed");
@@ -95,6 +106,9 @@ pub fn spawn_stream<R, W>(
             };
             if log.enabled() {
                 log.write(Record::tcp(&tunnel.info, peer, started.elapsed(), tally.totals(), close));
+            }
+            if cut {
+                abort(writer);
             }
             drop(admitted);
         }

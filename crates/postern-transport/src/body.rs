@@ -11,14 +11,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::splice::{send_chunked, SpliceError};
+use crate::splice::{pause, send_chunked, Pace, SpliceError};
 
 /// An h2 stream's incoming half as an HTTP body.
 #[derive(Debug)]
@@ -80,12 +79,13 @@ pub enum PumpError {
 /// them). On a source error the stream is reset, so the peer never mistakes a cut body for a
 /// complete one.
 ///
-/// `counted` sees each chunk's size and returns how long to pause before the next (bandwidth
-/// limits); return `Duration::ZERO` for none.
+/// `counted` is shown each chunk's size before it is sent and answers with a [`Pace`]: a pause
+/// before the next chunk (bandwidth limits), or a cut, which resets the stream after the bytes
+/// it passes.
 pub async fn pump<B>(
     body: B,
     mut send: SendStream<Bytes>,
-    counted: &(dyn Fn(u64) -> Duration + Sync),
+    counted: &(dyn Fn(u64) -> Pace + Sync),
 ) -> Result<u64, PumpError>
 where
     B: Body<Data = Bytes>,
@@ -104,16 +104,21 @@ where
                 return Err(PumpError::Source(e.to_string()));
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let n = data.len() as u64;
-                    total += n;
+                Ok(mut data) => {
+                    let wait = match counted(data.len() as u64) {
+                        Pace::Go(wait) => wait,
+                        Pace::Cut(pass) => {
+                            data.truncate(pass as usize);
+                            send_chunked(&mut send, data, false).await?;
+                            send.send_reset(Reason::CANCEL);
+                            return Err(PumpError::Stream(SpliceError::Cut));
+                        }
+                    };
+                    total += data.len() as u64;
                     // When this was the last frame, END_STREAM rides on it.
                     let last = body.is_end_stream();
                     send_chunked(&mut send, data, last).await?;
-                    let wait = counted(n);
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
+                    pause(wait).await;
                     if last {
                         return Ok(total);
                     }
@@ -129,46 +134,64 @@ where
     }
 }
 
-/// A body that reports the size of every data frame it yields, and pauses before the next
-/// frame when the report asks it to (bandwidth limits).
+/// Any body error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body that reports the size of every data frame it yields, pauses before the next frame
+/// when the report asks it to (bandwidth limits), and ends in an error after the bytes a
+/// [`Pace::Cut`] passes (a used-up volume), so the receiver never takes the body for whole.
 #[derive(Debug)]
 pub struct Counted<B, F> {
     inner: B,
     counted: F,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    cut: bool,
 }
 
-impl<B, F: Fn(u64) -> Duration> Counted<B, F> {
-    /// Wraps `inner`; `counted` is called with each data frame's length and returns how long
-    /// to wait before yielding the next frame.
+impl<B, F: Fn(u64) -> Pace> Counted<B, F> {
+    /// Wraps `inner`; `counted` is shown each data frame's length before the frame is yielded.
     pub fn new(inner: B, counted: F) -> Self {
-        Self { inner, counted, pause: None }
+        Self { inner, counted, pause: None, cut: false }
     }
 }
 
 impl<B, F> Body for Counted<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
-    F: Fn(u64) -> Duration + Unpin,
+    B::Error: Into<BoxError>,
+    F: Fn(u64) -> Pace + Unpin,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.cut {
+            return Poll::Ready(Some(Err(Box::new(SpliceError::Cut))));
+        }
         if let Some(p) = self.pause.as_mut() {
             ready!(p.as_mut().poll(cx));
             self.pause = None;
         }
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(f)) = &frame {
-            if let Some(d) = f.data_ref() {
-                let wait = (self.counted)(d.len() as u64);
-                if !wait.is_zero() {
-                    self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+        let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Ok(frame)) => frame,
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                match (self.counted)(data.len() as u64) {
+                    Pace::Go(wait) if !wait.is_zero() => self.pause = Some(Box::pin(tokio::time::sleep(wait))),
+                    Pace::Go(_) => {}
+                    Pace::Cut(pass) => {
+                        self.cut = true;
+                        data.truncate(pass as usize);
+                    }
                 }
+                Frame::data(data)
             }
-        }
-        Poll::Ready(frame)
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -3,8 +3,9 @@
 //! Used where a public connection meets a client's own connection directly (the bore-compatible
 //! endpoint), with no h2 stream between them. Like [`crate::splice`]:
 //!
-//! - every chunk is counted into a [`Meter`] as soon as it is written, so live statistics and
-//!   byte counters move during a long transfer, not only when it ends;
+//! - every chunk is counted into a [`Meter`] just before it is written, so live statistics and
+//!   byte counters move during a long transfer, not only when it ends, and a used-up quota cuts
+//!   the copy there ([`Pace::Cut`]);
 //! - the meter's pause (a bandwidth quota) is served before the next read, so a throttled
 //!   direction stops reading and TCP flow control slows its sender; nothing is buffered beyond
 //!   one read;
@@ -13,11 +14,9 @@
 //!
 //! Read buffers start small and grow while reads fill them, so idle connections stay cheap.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::splice::{pause, Meter};
+use crate::splice::{pause, Meter, Pace, SpliceError};
 
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
@@ -53,7 +52,7 @@ where
 }
 
 /// One direction: read, write all, count, pause as the meter asks; shut the writer down on EOF.
-async fn copy<R, W>(mut reader: R, mut writer: W, count: impl Fn(u64) -> Duration) -> std::io::Result<u64>
+async fn copy<R, W>(mut reader: R, mut writer: W, count: impl Fn(u64) -> Pace) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -66,9 +65,16 @@ where
             writer.shutdown().await?;
             return Ok(total);
         }
+        let wait = match count(n as u64) {
+            Pace::Go(wait) => wait,
+            Pace::Cut(pass) => {
+                let pass = (pass as usize).min(n);
+                writer.write_all(&buf[..pass]).await?;
+                return Err(std::io::Error::other(SpliceError::Cut));
+            }
+        };
         writer.write_all(&buf[..n]).await?;
         total += n as u64;
-        let wait = count(n as u64);
         if n == buf.len() && buf.len() < MAX_READ {
             buf.resize(buf.len() * 2, 0);
         }
@@ -90,13 +96,13 @@ mod tests {
     }
 
     impl Meter for Counting {
-        fn read(&self, n: u64) -> Duration {
+        fn read(&self, n: u64) -> Pace {
             self.read.fetch_add(n, Ordering::SeqCst);
-            Duration::ZERO
+            Pace::ON
         }
-        fn written(&self, n: u64) -> Duration {
+        fn written(&self, n: u64) -> Pace {
             self.written.fetch_add(n, Ordering::SeqCst);
-            Duration::ZERO
+            Pace::ON
         }
     }
 

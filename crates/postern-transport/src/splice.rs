@@ -18,15 +18,31 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
-/// Counts bytes as they move, for live statistics and bandwidth limits. `read` is called with
-/// bytes read from the socket, `written` with bytes written to it; each returns how long the
-/// copy should pause before going on (zero when no limit applies), which throttles that
-/// direction and, through flow control, its sender.
+/// What a [`Meter`] says about a chunk it was shown, before the chunk moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Pass the chunk, then pause this long before the next (zero: go on at once). A pause
+    /// throttles that direction and, through flow control, its sender.
+    Go(Duration),
+    /// A quota is used up: pass only the first `n` bytes of the chunk, then end the transfer
+    /// with an error (a reset, never a clean end), so the far side never takes a cut
+    /// transfer for a complete one.
+    Cut(u64),
+}
+
+impl Pace {
+    /// Pass, no pause.
+    pub const ON: Self = Self::Go(Duration::ZERO);
+}
+
+/// Counts bytes as they move, for live statistics and quotas (bandwidth, volume). `read` is
+/// shown each chunk read from the socket before it is sent on, `written` each chunk before it
+/// is written to the socket; each answers with a [`Pace`].
 pub trait Meter: Send + Sync {
-    /// Bytes read from the socket (and sent on the stream).
-    fn read(&self, n: u64) -> Duration;
-    /// Bytes written to the socket (received from the stream).
-    fn written(&self, n: u64) -> Duration;
+    /// Bytes read from the socket (to be sent on the stream).
+    fn read(&self, n: u64) -> Pace;
+    /// Bytes to be written to the socket (received from the stream).
+    fn written(&self, n: u64) -> Pace;
 }
 
 /// A [`Meter`] that counts nothing.
@@ -34,11 +50,11 @@ pub trait Meter: Send + Sync {
 pub struct NoMeter;
 
 impl Meter for NoMeter {
-    fn read(&self, _: u64) -> Duration {
-        Duration::ZERO
+    fn read(&self, _: u64) -> Pace {
+        Pace::ON
     }
-    fn written(&self, _: u64) -> Duration {
-        Duration::ZERO
+    fn written(&self, _: u64) -> Pace {
+        Pace::ON
     }
 }
 
@@ -67,6 +83,9 @@ pub enum SpliceError {
     /// The h2 stream was reset or the mux connection failed.
     #[error("tunnel stream error: {0}")]
     Stream(#[source] h2::Error),
+    /// A quota (the token's volume) ended the transfer.
+    #[error("the transfer was cut: a quota is used up")]
+    Cut,
 }
 
 /// Copies until both directions have finished, or one fails.
@@ -107,14 +126,24 @@ pub async fn socket_to_stream<R: AsyncRead + Unpin>(
             send.send_data(Bytes::new(), true).map_err(SpliceError::Stream)?;
             return Ok(total);
         }
-        total += n as u64;
-        let wait = meter.read(n as u64);
+        let pace = meter.read(n as u64);
         // Grow the read size while reads fill the buffer; idle connections keep a small one.
         if n >= want && want < MAX_READ {
             want *= 2;
         }
-        send_all(&mut send, buf.split().freeze()).await?;
-        pause(wait).await;
+        match pace {
+            Pace::Go(wait) => {
+                total += n as u64;
+                send_all(&mut send, buf.split().freeze()).await?;
+                pause(wait).await;
+            }
+            Pace::Cut(pass) => {
+                let pass = (pass as usize).min(n);
+                send_all(&mut send, buf.split_to(pass).freeze()).await?;
+                send.send_reset(Reason::CANCEL);
+                return Err(SpliceError::Cut);
+            }
+        }
     }
 }
 
@@ -159,8 +188,10 @@ pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
     let mut total = 0u64;
     let mut backlog = Backlog::default();
     let mut open = true;
+    // Bytes the meter has passed and that are not written yet, and whether it cut after them.
+    let (mut passed, mut cut) = (0usize, false);
     loop {
-        let Some(front) = backlog.front() else {
+        let Some(mut front) = backlog.front() else {
             if !open {
                 break;
             }
@@ -170,6 +201,21 @@ pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
             }
             continue;
         };
+        if passed == 0 {
+            if cut {
+                return Err(SpliceError::Cut);
+            }
+            match meter.written(front.len() as u64) {
+                Pace::Go(wait) => {
+                    // Hold the window back while over a bandwidth limit: the sender slows too.
+                    pause(wait).await;
+                    passed = front.len();
+                }
+                Pace::Cut(n) => (passed, cut) = ((n as usize).min(front.len()), true),
+            }
+            continue;
+        }
+        front.truncate(passed);
         tokio::select! {
             biased;
             written = writer.write(&front) => {
@@ -178,9 +224,8 @@ pub async fn stream_to_socket<W: AsyncWrite + Unpin>(
                     return Err(SpliceError::Socket(std::io::ErrorKind::WriteZero.into()));
                 }
                 backlog.advance(n);
+                passed -= n;
                 total += n as u64;
-                // Hold the window back while over a bandwidth limit: the sender slows down too.
-                pause(meter.written(n as u64)).await;
                 // Ignore the error: it only means the stream is already closed.
                 let _ = recv.flow_control().release_capacity(n);
             }

@@ -166,6 +166,26 @@ fn minted_tokens_open_tunnels_and_forged_ones_do_not() {
 }
 
 #[test]
+fn token_mint_takes_a_volume_as_plans_are_written() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let mint = |volume: &str| {
+        Command::new(BIN)
+            .args(["token", "mint", "--subject", "plan-free", "--volume", volume, "--state-dir"])
+            .arg(state.path())
+            .output()
+            .expect("mint")
+    };
+    let out = mint("10GB/month");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ledger = std::fs::read_to_string(state.path().join("tokens.json")).expect("ledger");
+    assert!(ledger.contains(r#""volume":{"bytes":10000000000,"period":"month"}"#), "{ledger}");
+    let out = mint("10GB/week");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--volume") && err.contains("10GB/month or 500MiB/day"), "{err}");
+}
+
+#[test]
 fn config_file_sets_the_token_and_rejects_unknown_keys() {
     let state = tempfile::tempdir().expect("tempdir");
     let cfg = state.path().join("postern.toml");

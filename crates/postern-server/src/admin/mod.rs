@@ -129,6 +129,8 @@ pub struct Admin {
     pub ui: ui::Ui,
     /// Visitor sign-in: grants, sessions, share links, service tokens.
     pub visitors: Arc<crate::visitor::Visitors>,
+    /// Tokens' volume counts, for the token views.
+    pub volumes: Arc<crate::volume::Volumes>,
 }
 
 /// Serves the admin API until `shutdown` fires.

@@ -93,6 +93,7 @@ pub fn list(who: &Identity, admin: &Admin) -> Response<AdminBody> {
                 "admin": c.admin,
                 "share": c.share,
                 "limits": c.limits,
+                "volume_used": c.limits.volume.map(|v| admin.volumes.usage(&c.jti, v)),
                 "minted": rfc3339_secs(e.minted),
                 "expires": c.exp.map(rfc3339_secs),
                 "expired": c.exp.is_some_and(|exp| exp <= now),

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::clock::rfc3339;
 use crate::tunnel::registry::Agent;
 use crate::tunnel::Tunnel;
+use crate::volume::Usage;
 
 /// One tunnel.
 #[derive(Debug, Serialize)]
@@ -44,6 +45,9 @@ pub struct TunnelView {
     pub last_activity: Option<String>,
     /// The request inspector captures its requests.
     pub inspect: bool,
+    /// The volume quota of the token that opened it, and what the token has used this period
+    /// (all its tunnels together); null without one.
+    pub volume: Option<Usage>,
 }
 
 /// Traffic totals.
@@ -79,6 +83,7 @@ impl From<&Tunnel> for TunnelView {
             totals: Totals { requests: s.requests, bytes_in: s.bytes_in, bytes_out: s.bytes_out },
             last_activity: s.last_activity.map(rfc3339),
             inspect: t.inspector.is_on(),
+            volume: t.quota.as_ref().and_then(|q| q.volume.as_ref()).map(|v| v.usage()),
         }
     }
 }

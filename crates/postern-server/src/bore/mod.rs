@@ -31,7 +31,7 @@ use dashmap::DashMap;
 use postern_proto::bore::{self, ClientMessage, Decoder, ServerMessage};
 use postern_proto::TunnelKind;
 use postern_transport::pipe::pipe;
-use postern_transport::splice::{pause, Meter};
+use postern_transport::splice::{pause, Meter, Pace, SpliceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -375,8 +375,16 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
     let rest = conn.decoder.take_rest();
     let result = async {
         if !rest.is_empty() {
-            stream.write_all(&rest).await?;
-            pause(meter.written(rest.len() as u64)).await;
+            match meter.written(rest.len() as u64) {
+                Pace::Go(wait) => {
+                    stream.write_all(&rest).await?;
+                    pause(wait).await;
+                }
+                Pace::Cut(pass) => {
+                    stream.write_all(&rest[..(pass as usize).min(rest.len())]).await?;
+                    return Err(std::io::Error::other(SpliceError::Cut));
+                }
+            }
         }
         // Counted as the bytes move (live statistics, bandwidth quota), like the TCP edge.
         tokio::select! {

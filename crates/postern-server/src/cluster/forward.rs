@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use postern_proto::stream;
 use postern_transport::body::{pump, H2Body};
 use postern_transport::headers::{strip_for_forwarding, strip_hop_by_hop, strip_prefixed};
-use postern_transport::splice::{splice, NoMeter};
+use postern_transport::splice::{splice, NoMeter, Pace};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -141,7 +141,7 @@ impl Cluster {
             let send = match outgoing.take() {
                 Some(Outgoing::Body(body)) => {
                     tokio::spawn(async move {
-                        if let Err(e) = pump(body, send, &|_| std::time::Duration::ZERO).await {
+                        if let Err(e) = pump(body, send, &|_| Pace::ON).await {
                             debug!(error = %e, "forwarded request body not fully sent");
                         }
                     });
@@ -272,7 +272,7 @@ impl Cluster {
 
     /// Forwards a public TCP connection to the relay holding TCP tunnel `name`, and moves
     /// bytes both ways (with half-close) until both sides are done.
-    pub async fn forward_tcp(&self, public: TcpStream, name: &str, peer: SocketAddr) -> Forwarded<()> {
+    pub async fn forward_tcp(&self, mut public: TcpStream, name: &str, peer: SocketAddr) -> Forwarded<()> {
         let make = || {
             let mut r = Request::new(());
             *r.method_mut() = Method::CONNECT;
@@ -297,9 +297,14 @@ impl Cluster {
             return Forwarded::Answer(());
         }
         let _ = public.set_nodelay(true);
-        let (r, w) = public.into_split();
+        let (r, w) = public.split();
         if let Err(e) = splice(r, w, send, resp.into_body(), &NoMeter).await {
             debug!(error = %e, "forwarded connection ended with an error");
+            // The far end reset (a quota cut it, the agent went away): so does the visitor's
+            // connection, rather than ending as if the transfer were whole.
+            if matches!(e, postern_transport::splice::SpliceError::Stream(_)) {
+                let _ = public.set_zero_linger();
+            }
         }
         Forwarded::Answer(())
     }

@@ -174,7 +174,10 @@ impl PeerService {
             let io = TokioIo::new(upgraded);
             match (admitted.member.clone(), bore_edge) {
                 (Some(member), _) => {
-                    crate::tcp_edge::spawn_stream(tunnel, member, admitted, tokio::io::split(io), peer, metrics, &log)
+                    // A cut ends the stream with an error, which resets it toward the relay
+                    // that holds the visitor's socket.
+                    let io = tokio::io::split(io);
+                    crate::tcp_edge::spawn_stream(tunnel, member, admitted, io, peer, metrics, &log, |_| {})
                 }
                 (None, Some(bore)) => crate::bore::hold_forwarded(&bore, &tunnel, Box::new(io), peer, admitted),
                 (None, None) => {}

@@ -14,6 +14,7 @@
 //! | `{pst}:lease:<owner>:<instance>:<local port>` | the TCP port that client had |
 //! | `{pst}:quota:<token>` | the token's tunnels across the cluster |
 //! | `{pst}:revoked` | revoked token ids |
+//! | `{pst}:vol:<token>:<period start>` | bytes the token moved in that period, every relay's counts added; expires a day after the period |
 //!
 //! Changes are announced on the channel `{pst}:events` (`rt <name>`, `node <relay>`, `revoke
 //! <id>`, `kick tunnel <name>`, `kick agent <id>`). The three scripts (`lua/`) are one round trip
@@ -304,5 +305,18 @@ impl Store {
         let mut c = self.conn().await?;
         c.publish::<_, _, ()>(self.events(), message).await?;
         Ok(())
+    }
+
+    /// Adds this relay's uncounted bytes to tokens' volume totals and reads the totals back,
+    /// in one round trip. Each entry: the token id, its period's first second, the bytes, and
+    /// how long the total must outlive now (the rest of the period, plus a day).
+    pub async fn add_volumes(&self, adds: &[(String, u64, u64, u64)]) -> Result<Vec<u64>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for (token, start, bytes, keep) in adds {
+            let key = self.key(&format!("vol:{token}:{start}"));
+            pipe.incr(&key, *bytes).expire(&key, (*keep).min(i64::MAX as u64) as i64).ignore();
+        }
+        Ok(pipe.query_async(&mut c).await?)
     }
 }

@@ -9,13 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use postern_transport::body::Counted;
+use postern_transport::splice::Pace;
 
 use super::proxy::EdgeBody;
 use crate::access_log::{AccessLog, Record};
@@ -73,7 +74,7 @@ impl Entry {
         resp.map(|inner| {
             Counted::new(inner, move |n| {
                 open.bytes_out.fetch_add(n, Ordering::Relaxed);
-                Duration::ZERO
+                Pace::ON
             })
             .boxed()
         })

@@ -37,6 +37,8 @@ pub enum EdgeError {
     Unauthorized,
     /// The tunnel's owner is over a quota (requests, streams).
     QuotaExceeded,
+    /// The tunnel's owner has used its volume (bytes) for this period.
+    VolumeExceeded,
     /// The tunnel's client has too many streams open.
     AgentBusy,
     /// The operator's forward-auth service could not be reached.
@@ -69,7 +71,7 @@ impl EdgeError {
             Self::LocalRefused | Self::LocalFailed | Self::AuthUnavailable => StatusCode::BAD_GATEWAY,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::QuotaExceeded | Self::AgentBusy => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded | Self::VolumeExceeded | Self::AgentBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::SignInRequired | Self::SignInUnavailable => StatusCode::UNAUTHORIZED,
             Self::SignInFailed => StatusCode::BAD_REQUEST,
             Self::SignInDenied | Self::ShareInvalid => StatusCode::FORBIDDEN,
@@ -92,7 +94,7 @@ impl EdgeError {
             Self::LocalFailed => "local-failed",
             Self::Forbidden => "forbidden",
             Self::Unauthorized => "unauthorized",
-            Self::QuotaExceeded => "quota-exceeded",
+            Self::QuotaExceeded | Self::VolumeExceeded => "quota-exceeded",
             Self::AgentBusy => "agent-busy",
             Self::AuthUnavailable => "auth-unavailable",
             Self::SignInRequired => "sign-in-required",
@@ -119,6 +121,7 @@ impl EdgeError {
             Self::Forbidden => "Forbidden",
             Self::Unauthorized => "Authentication required",
             Self::QuotaExceeded => "Too many requests",
+            Self::VolumeExceeded => "Data transfer quota used up",
             Self::AgentBusy => "Tunnel busy",
             Self::AuthUnavailable => "Authentication service unavailable",
             Self::SignInRequired => "Sign-in required",
@@ -153,6 +156,9 @@ impl EdgeError {
             Self::Forbidden => "Your address is not allowed to use this tunnel.",
             Self::Unauthorized => "This tunnel requires credentials.",
             Self::QuotaExceeded => "This tunnel's owner is over its request quota. Try again shortly.",
+            Self::VolumeExceeded => {
+                "This tunnel's owner has used all the data transfer its plan allows for this period. It opens again when the period renews; the Retry-After header says when."
+            }
             Self::AgentBusy => "This tunnel has too many requests in flight. Try again shortly.",
             Self::AuthUnavailable => "The service that checks access to this tunnel could not be reached.",
             Self::SignInRequired => {

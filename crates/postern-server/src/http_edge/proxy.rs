@@ -30,6 +30,7 @@ use crate::cluster::forward::Forwarded;
 use crate::config::RelayConfig;
 use crate::inspect::tap::{Asked, Draft, Tap, Tapped};
 use crate::metrics::RelayMetrics;
+use crate::quota::QuotaExceeded;
 use crate::tunnel::admit::{Admitted, Gate, Refusal, Via};
 use crate::tunnel::registry::Registry;
 use crate::tunnel::stats::{StreamCount, TunnelMeter};
@@ -147,6 +148,13 @@ async fn admit(
         },
         Refusal::NotAllowed | Refusal::PerIpCap | Refusal::ConnectionCap => EdgeError::Forbidden,
         Refusal::AuthUnavailable => EdgeError::AuthUnavailable,
+        Refusal::Quota(QuotaExceeded::Volume { resets_at, .. }) => {
+            debug!("request refused: the token's volume is used up");
+            let mut resp = error(EdgeError::VolumeExceeded, Some(host));
+            let wait = resets_at.saturating_sub(crate::clock::unix_secs()).max(1);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return Err(resp);
+        }
         Refusal::Quota(e) => {
             debug!(error = %e, "request refused by quota");
             EdgeError::QuotaExceeded

@@ -13,7 +13,8 @@
 //! 1. the tunnel's and the operator's address rules ([`access::check_ip`]);
 //! 2. for an HTTP request, the tunnel's credentials, its sign-in (a session or service token,
 //!    [`crate::visitor`]) and the operator's forward-auth;
-//! 3. the token's quotas: request rate (HTTP), then concurrent streams;
+//! 3. the token's quotas: volume for this period, request rate (HTTP), then concurrent
+//!    streams;
 //! 4. a member of the tunnel with a free stream slot (not for bore, whose client claims its
 //!    connections itself).
 //!
@@ -223,6 +224,7 @@ impl Gate {
         let quota = match &tunnel.quota {
             None => None,
             Some(q) => {
+                q.admit_volume().map_err(Refusal::Quota)?;
                 if matches!(via, Via::Http(_)) {
                     q.admit_request().map_err(Refusal::Quota)?;
                 }

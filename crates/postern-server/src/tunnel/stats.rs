@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_transport::splice::Meter;
+use postern_transport::splice::{Meter, Pace};
 use prometheus::IntGauge;
 
 use super::Tunnel;
@@ -113,27 +113,38 @@ pub struct TunnelMeter<'a> {
 }
 
 impl TunnelMeter<'_> {
-    /// Bytes toward the local service; returns the pause the token's bandwidth quota asks for.
-    pub fn inbound(&self, n: u64) -> Duration {
-        self.tunnel.stats.add_in(n);
-        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "in", n);
-        self.tunnel.quota.as_ref().and_then(|q| q.bandwidth_in.as_ref()).map_or(Duration::ZERO, |b| b.take(n))
+    /// Bytes toward the local service: counted against the token's volume (what passes is
+    /// counted in the stats), then paced by its bandwidth quota.
+    pub fn inbound(&self, n: u64) -> Pace {
+        let quota = self.tunnel.quota.as_deref();
+        let pass = quota.and_then(|q| q.volume.as_ref()).map_or(n, |v| v.charge(n));
+        self.tunnel.stats.add_in(pass);
+        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "in", pass);
+        if pass < n {
+            return Pace::Cut(pass);
+        }
+        Pace::Go(quota.and_then(|q| q.bandwidth_in.as_ref()).map_or(Duration::ZERO, |b| b.take(n)))
     }
 
-    /// Bytes toward the public; returns the pause the token's bandwidth quota asks for.
-    pub fn outbound(&self, n: u64) -> Duration {
-        self.tunnel.stats.add_out(n);
-        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "out", n);
-        self.tunnel.quota.as_ref().and_then(|q| q.bandwidth_out.as_ref()).map_or(Duration::ZERO, |b| b.take(n))
+    /// Bytes toward the public, the same way.
+    pub fn outbound(&self, n: u64) -> Pace {
+        let quota = self.tunnel.quota.as_deref();
+        let pass = quota.and_then(|q| q.volume.as_ref()).map_or(n, |v| v.charge(n));
+        self.tunnel.stats.add_out(pass);
+        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "out", pass);
+        if pass < n {
+            return Pace::Cut(pass);
+        }
+        Pace::Go(quota.and_then(|q| q.bandwidth_out.as_ref()).map_or(Duration::ZERO, |b| b.take(n)))
     }
 }
 
 impl Meter for TunnelMeter<'_> {
-    fn read(&self, n: u64) -> Duration {
+    fn read(&self, n: u64) -> Pace {
         self.inbound(n)
     }
 
-    fn written(&self, n: u64) -> Duration {
+    fn written(&self, n: u64) -> Pace {
         self.outbound(n)
     }
 }
