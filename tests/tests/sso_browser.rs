@@ -1,9 +1,12 @@
 //! Visitor sign-in in a real browser: Chromium (over WebDriver) follows the relay's redirects to
 //! a real OpenID provider, a person types a login and password into its form, and the tunnel's
-//! page comes back with the person's identity, the session cookie out of the page's reach.
+//! page comes back with the person's identity, the session cookie out of the page's reach; the
+//! tunnel's owner then sees the session on the dashboard and ends it there.
 
 use fantoccini::Locator;
+use http::Method;
 use postern_e2e::browser::Browser;
+use postern_e2e::http::admin_json;
 use postern_e2e::idp::{Idp, USERS};
 use postern_e2e::{http_tunnel, origin, TestAgent, TestRelay};
 use postern_proto::access::{Access, Login};
@@ -44,6 +47,31 @@ async fn a_person_signs_in_with_chromium() -> anyhow::Result<()> {
     browser.client.refresh().await?;
     let text = browser.wait_for("body").await?.text().await?;
     assert!(text.contains("x-postern-email: alice@example.com"), "{text}");
+
+    // The tunnel's owner sees the session on the dashboard's tunnel page and ends it there.
+    let name = format!("app-{}", web.port());
+    browser.log_in(relay.admin_addr, &token).await?;
+    browser.client.goto(&format!("http://{}/ui/#/tunnel/{name}", relay.admin_addr)).await?;
+    let end = browser.wait_for("button[data-end-session]").await?;
+    let ended = end.attr("data-end-session").await?.unwrap_or_default();
+    let row = browser.client.find(Locator::Css("#sessions-table tbody tr")).await?.text().await?;
+    assert!(row.contains("alice@example.com") && row.contains("oidc"), "{row}");
+    browser.screenshot("visitors").await?;
+    end.click().await?;
+    end.click().await?;
+    browser.wait_until("the session gone", "return !document.querySelector('button[data-end-session]')").await?;
+    // The next visit has to go through the provider again (which still knows the person, so
+    // no form this time): it comes back under a new session, never the ended one.
+    browser.client.goto(&format!("{url}/headers")).await?;
+    browser
+        .wait_until(
+            "the tunnel's page again",
+            "return document.body && document.body.innerText.includes('x-postern-email')",
+        )
+        .await?;
+    let (_, list) = admin_json(&relay, Method::GET, &format!("/api/v1/sessions?tunnel={name}"), Some(&token)).await?;
+    let ids: Vec<&str> = list["sessions"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str()).collect();
+    assert!(ids.len() == 1 && ids[0] != ended, "a new session, not {ended}: {list}");
     browser.close().await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
-/* postern dashboard, part 2 of 2: the pages (overview, tunnels, one tunnel with its graphs
+/* postern dashboard, part 2 of 3: the pages (overview, tunnels, one tunnel with its graphs
  * and the request inspector, agents, tokens, events), the log-in form and start-up. Part 1
- * (core.js) holds the helpers they use. Values from the relay are only ever set as text.
+ * (core.js) holds the helpers they use, part 3 (visitors.js) a tunnel's signed-in visitors.
+ * Values from the relay are only ever set as text.
  */
 'use strict';
 
@@ -156,6 +157,7 @@ async function tunnel(main, [name]) {
   const gLatency = el('div', { class: 'graph' }, el('h3', {}, 'Mean time to response headers (ms)'));
   const captures = el('tbody', {});
   const detail = el('div', { id: 'capture', class: 'panel' }, el('p', { class: 'muted' }, 'Select a request.'));
+  const visitors = t.kind === 'http' ? visitorsPanel(t) : null;
   main.replaceChildren(
     el('h1', {}, 'Tunnel ', el('span', { id: 'tunnel-name' }, t.name)),
     el('div', { class: 'panel' }, el('dl', { class: 'kv' },
@@ -165,7 +167,8 @@ async function tunnel(main, [name]) {
       el('dt', {}, 'Agents'), el('dd', {}, (t.agents || []).join(', ')),
       el('dt', {}, 'Local port'), el('dd', {}, t.local_port),
       el('dt', {}, 'Connected'), el('dd', {}, t.connected_since),
-      el('dt', {}, 'Totals'), totals)),
+      el('dt', {}, 'Totals'), totals,
+      t.volume ? [el('dt', {}, 'Volume'), el('dd', { id: 'tunnel-volume' }, volumeText(t.volume))] : null)),
     el('div', { class: 'panel graphs' }, gStatus, gBytes, gLatency),
     el('h2', {}, 'Requests'),
     t.kind === 'http' ? el('div', { class: 'toolbar' }, inspectBtn,
@@ -173,7 +176,8 @@ async function tunnel(main, [name]) {
       : el('p', { class: 'muted' }, 'TCP tunnels are never inspected.'),
     el('div', { class: 'split' },
       el('table', { id: 'captures' }, el('thead', {}, el('tr', {}, ['Time', 'Method', 'Path', 'Status', 'Duration', 'Size'].map((h) => el('th', {}, h)))), captures),
-      detail));
+      detail),
+    visitors ? visitors.section : null);
   const colours = ['#8a8f99', '#1f9d55', '#2f6fde', '#c98a00', '#d3382f'];
   const g1 = graph(gStatus, ['1xx', '2xx', '3xx', '4xx', '5xx'].map((label, i) => ({ label, stroke: colours[i] })), { fmt: (v) => v.toFixed(2) });
   const g2 = graph(gBytes, [{ label: 'in', stroke: '#1f9d55' }, { label: 'out', stroke: '#c98a00' }], { fmt: (v) => bytes(v) + '/s' });
@@ -248,6 +252,12 @@ async function tunnel(main, [name]) {
   }
 
   await loadCaptures();
+  if (visitors) {
+    await visitors.load();
+    // Sign-ins make no event: the list looks again every 5 s while the page is open.
+    const every = setInterval(() => visitors.load().catch(() => {}), 5000);
+    state.cleanup.push(() => clearInterval(every));
+  }
   let again = null;
   onPage((type, data) => {
     if (type === 'traffic') {

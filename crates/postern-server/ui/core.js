@@ -1,6 +1,6 @@
-/* postern dashboard, part 1 of 2: state, DOM helpers, the API client, the live SSE reader
- * and graphs. Part 2 (app.js) is the pages. Plain JavaScript, no build step; both are classic
- * scripts loaded in order, sharing these top-level names.
+/* postern dashboard, part 1 of 3: state, DOM helpers, the API client, the live SSE reader
+ * and graphs. Parts 2 and 3 (app.js, visitors.js) are the pages. Plain JavaScript, no build
+ * step; all are classic scripts loaded in order, sharing these top-level names.
  *
  * - It uses only the documented admin API (/api/v1), with the token the user pasted, kept in
  *   sessionStorage and sent as a bearer header; never in a URL or a cookie.

@@ -10,7 +10,7 @@
 //!   `Referrer-Policy: no-referrer`.
 //!
 //! The assets are `crates/postern-server/ui/`: `core.js` (helpers, API client, live updates,
-//! graphs) and `app.js` (the pages), a style sheet, and `index.html`, which names each asset as
+//! graphs), `app.js` (the pages) and `visitors.js` (a tunnel's signed-in visitors), a style sheet, and `index.html`, which names each asset as
 //! `{{name}}`, replaced here by its hashed path; uPlot (MIT, `ui/vendor/`) draws the graphs.
 
 use std::collections::HashMap;
@@ -33,6 +33,7 @@ const INDEX: &str = include_str!("../../ui/index.html");
 const ASSETS: &[(&str, &[u8], &str)] = &[
     ("core.js", include_bytes!("../../ui/core.js"), "text/javascript; charset=utf-8"),
     ("app.js", include_bytes!("../../ui/app.js"), "text/javascript; charset=utf-8"),
+    ("visitors.js", include_bytes!("../../ui/visitors.js"), "text/javascript; charset=utf-8"),
     ("app.css", include_bytes!("../../ui/app.css"), "text/css; charset=utf-8"),
     ("uPlot.iife.min.js", include_bytes!("../../ui/vendor/uPlot.iife.min.js"), "text/javascript; charset=utf-8"),
     ("uPlot.min.css", include_bytes!("../../ui/vendor/uPlot.min.css"), "text/css; charset=utf-8"),
