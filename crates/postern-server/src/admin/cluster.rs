@@ -6,6 +6,8 @@
 //!   relay in `relays`); `?scope=local` answers for this relay alone.
 //! - `DELETE` of a tunnel or an agent held elsewhere goes to the relay holding it.
 //! - `GET /api/v1/relays` lists the members: id, address, up or down, tunnels, agents.
+//! - Visitor routes ([`visitors`]): a tunnel's grants, share links and service tokens are
+//!   managed on the relay holding the tunnel; sessions, and links revoked by id, on every relay.
 //!
 //! A peer answers the internal `admin` stream ([`peer_view`]) with its own lists, unfiltered;
 //! the relay the caller asked filters them by the caller's subject, as for its own.
@@ -14,19 +16,24 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::views::{AgentView, TunnelView};
+use super::visitors::{self, Asked};
 use super::{fail, json, Admin, AdminBody};
 use crate::auth::Identity;
+use crate::cluster::forward::{FWD_ADMIN, FWD_SUBJECT};
 use crate::cluster::Cluster;
 
 /// This relay's own lists, for a peer building a cluster-wide view (the `admin` stream).
 pub async fn peer_view(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').collect();
+    if let ["visitors", rest @ ..] = parts.as_slice() {
+        return peer_visitors(req, rest, admin).await;
+    }
     let reg = &admin.registry;
     let body = match (req.method(), parts.as_slice()) {
         (&Method::GET, ["tunnels"]) => {
@@ -173,4 +180,100 @@ pub async fn relays(cluster: &Cluster, admin: &Admin, who: &Identity) -> Respons
         })),
     }
     json(StatusCode::OK, &json!({ "store": store, "relays": out }))
+}
+
+/// A visitor route another relay sent on for its caller (the `admin` stream, path
+/// `/visitors/<route>`): answered here, for this relay's tunnels and records alone.
+async fn peer_visitors(req: Request<Incoming>, rest: &[&str], admin: &Admin) -> Response<Full<Bytes>> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let who = Identity {
+        subject: header(FWD_SUBJECT).unwrap_or_default(),
+        token_id: None,
+        admin: header(FWD_ADMIN).as_deref() == Some("1"),
+        claims: None,
+    };
+    let answer = match Asked::read(req, admin).await {
+        Ok(asked) => visitors::route(&asked, rest, &who, admin)
+            .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
+        Err(resp) => resp,
+    };
+    let (parts, body) = answer.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Response::from_parts(parts, Full::new(bytes))
+}
+
+/// A visitor route on a clustered relay. A tunnel's grants, share links and service tokens
+/// are asked of the relay that holds the tunnel (its records live there, beside the sessions
+/// its visitors open); revoking a link or token by id, and listing or ending sessions, is done
+/// on every live relay and the answers merged.
+pub async fn visitors(
+    cluster: &Cluster,
+    admin: &Admin,
+    who: &Identity,
+    asked: &Asked,
+    rest: &[&str],
+) -> Response<AdminBody> {
+    let here = || {
+        visitors::route(asked, rest, who, admin)
+            .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route"))
+    };
+    let path = match &asked.query {
+        Some(q) => format!("/visitors/{}?{q}", rest.join("/")),
+        None => format!("/visitors/{}", rest.join("/")),
+    };
+    if let ["tunnels", name, _] = rest {
+        if admin.registry.get(name).is_some_and(|t| t.info.name == *name) {
+            return here();
+        }
+        let holder = gather(cluster, admin, "/tunnels").await.into_iter().find(|(_, v)| v["name"] == *name);
+        let Some((relay, _)) = holder else { return here() };
+        return match cluster.ask_peer_as(&relay, (asked.method.clone(), &path), who, asked.body.clone()).await {
+            Some((status, body)) => relayed(status, body),
+            None => fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relay_unreachable",
+                format!("relay {relay:?}, which holds {name:?}, did not answer"),
+            ),
+        };
+    }
+    // Revocations by id, and sessions: every relay.
+    let own = here();
+    let peers: Vec<String> = cluster.live_relays().await.into_iter().filter(|p| *p != cluster.id).collect();
+    let asks = peers.iter().map(|p| cluster.ask_peer_as(p, (asked.method.clone(), &path), who, asked.body.clone()));
+    let answers: Vec<(StatusCode, Bytes)> = futures_util::future::join_all(asks).await.into_iter().flatten().collect();
+    match rest {
+        ["sessions"] if own.status() == StatusCode::OK => {
+            let (_, body) = own.into_parts();
+            let mine: Value = serde_json::from_slice(&body.collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+                .unwrap_or(Value::Null);
+            let theirs = answers
+                .iter()
+                .filter(|(s, _)| *s == StatusCode::OK)
+                .filter_map(|(_, b)| serde_json::from_slice::<Value>(b).ok());
+            let all: Vec<Value> = std::iter::once(mine).chain(theirs).collect();
+            if asked.method == Method::GET {
+                let list: Vec<Value> =
+                    all.iter().flat_map(|v| v["sessions"].as_array().cloned().unwrap_or_default()).collect();
+                json(StatusCode::OK, &json!({ "sessions": list }))
+            } else {
+                json(StatusCode::OK, &json!({ "ended": all.iter().filter_map(|v| v["ended"].as_u64()).sum::<u64>() }))
+            }
+        }
+        // A link or token lives on one relay: its answer, if any relay had it.
+        _ if own.status() == StatusCode::NOT_FOUND => {
+            match answers.into_iter().find(|(s, _)| *s != StatusCode::NOT_FOUND) {
+                Some((status, body)) => relayed(status, body),
+                None => own,
+            }
+        }
+        _ => own,
+    }
+}
+
+/// A peer's answer, as this relay's.
+fn relayed(status: StatusCode, body: Bytes) -> Response<AdminBody> {
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
 }

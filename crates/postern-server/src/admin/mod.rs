@@ -254,10 +254,15 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
             | ["shares" | "service-tokens", _]
             | ["sessions"] = rest.as_slice()
             {
-                if let Some(resp) = visitors::route(req, &rest, &who, admin).await {
-                    return resp;
-                }
-                return fail(StatusCode::NOT_FOUND, "not_found", "no such API route");
+                let asked = match visitors::Asked::read(req, admin).await {
+                    Ok(a) => a,
+                    Err(resp) => return resp,
+                };
+                return match cluster {
+                    Some(c) => cluster::visitors(c, admin, &who, &asked, &rest).await,
+                    None => visitors::route(&asked, &rest, &who, admin)
+                        .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
+                };
             }
             if let ["tunnels", _, "requests" | "inspect", ..] = rest.as_slice() {
                 if let Some(resp) = inspect::route(req, &rest, &who, admin).await {

@@ -19,6 +19,7 @@
 //! otherwise); they are kept (state directory) by tunnel name and owner, so they outlive a
 //! reconnect, and a name another owner takes later inherits none of them.
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -88,19 +89,37 @@ fn session_view(s: &Session) -> serde_json::Value {
     })
 }
 
+/// A visitor-route request, its body already read (at most [`MAX_BODY`] bytes), so that a
+/// clustered relay can answer it or send it on to the relay holding the tunnel.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// The method.
+    pub method: Method,
+    /// The query string.
+    pub query: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// The largest body a visitor route takes.
+pub const MAX_BODY: usize = 4096;
+
+impl Asked {
+    /// Reads `req`'s body (bounded) into an [`Asked`], or answers with the error.
+    pub async fn read(req: Request<Incoming>, admin: &Admin) -> Result<Self, Response<AdminBody>> {
+        let (method, query) = (req.method().clone(), req.uri().query().map(str::to_string));
+        let body = read_body(req, MAX_BODY, admin).await?;
+        Ok(Self { method, query, body })
+    }
+}
+
 fn bad(message: impl Into<String>) -> Response<AdminBody> {
     fail(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
 /// Answers the routes above, or `None` when `rest` (the path after `/api/v1/`) is none of them.
-pub async fn route(
-    req: Request<Incoming>,
-    rest: &[&str],
-    who: &Identity,
-    admin: &Admin,
-) -> Option<Response<AdminBody>> {
-    let method = req.method().clone();
-    let query = req.uri().query().map(str::to_string);
+pub fn route(asked: &Asked, rest: &[&str], who: &Identity, admin: &Admin) -> Option<Response<AdminBody>> {
+    let (method, query, body) = (asked.method.clone(), asked.query.clone(), &asked.body);
     let v = &admin.visitors;
     let now = unix_secs();
     let mine = |owner: &str| who.may_access(owner);
@@ -123,11 +142,7 @@ pub async fn route(
                     json(StatusCode::OK, &serde_json::json!({ "grants": list }))
                 }
                 (&Method::POST, "grants") => {
-                    let body = match read_body(req, 4096, admin).await {
-                        Ok(b) => b,
-                        Err(resp) => return Some(resp),
-                    };
-                    let g: NewGrant = match serde_json::from_slice(&body) {
+                    let g: NewGrant = match serde_json::from_slice(body) {
                         Ok(g) => g,
                         Err(e) => return Some(bad(format!("expected {{\"email\", \"expires\"?}}: {e}"))),
                     };
@@ -177,11 +192,7 @@ pub async fn route(
                     json(StatusCode::OK, &serde_json::json!({ what.replace('-', "_"): list }))
                 }
                 (&Method::POST, _) => {
-                    let body = match read_body(req, 4096, admin).await {
-                        Ok(b) => b,
-                        Err(resp) => return Some(resp),
-                    };
-                    let b: NewPassBody = match serde_json::from_slice(&body) {
+                    let b: NewPassBody = match serde_json::from_slice(body) {
                         Ok(b) => b,
                         Err(e) => {
                             return Some(bad(format!("expected {{\"ttl_secs\", \"max_uses\"?, \"name\"?}}: {e}")))

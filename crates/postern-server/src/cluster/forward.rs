@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use postern_proto::stream;
 use postern_transport::body::{pump, H2Body};
 use postern_transport::headers::{strip_for_forwarding, strip_hop_by_hop, strip_prefixed};
-use postern_transport::splice::{splice, NoMeter, Pace};
+use postern_transport::splice::{send_chunked, splice, NoMeter, Pace};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -50,6 +50,10 @@ pub const FWD_PROTO: &str = "postern-fwd-proto";
 pub const FWD_METHOD: &str = "postern-fwd-method";
 /// For upgrades: the original path and query.
 pub const FWD_PATH: &str = "postern-fwd-path";
+/// On an `admin` stream: the subject of the caller the entry relay authenticated.
+pub const FWD_SUBJECT: &str = "postern-fwd-subject";
+/// On an `admin` stream: `1` when that caller is the admin.
+pub const FWD_ADMIN: &str = "postern-fwd-admin";
 /// The `postern-error` code of a peer that does not hold the name.
 pub const NOT_HERE: &str = "not-here";
 
@@ -307,6 +311,38 @@ impl Cluster {
             }
         }
         Forwarded::Answer(())
+    }
+
+    /// Sends a visitor-route request of the admin API to relay `relay`, on behalf of `who`
+    /// (the peer link is the cluster's own, so the peer takes the caller's identity from it);
+    /// the peer's status and body, or `None` when it cannot be asked.
+    pub async fn ask_peer_as(
+        &self,
+        relay: &str,
+        (method, path): (Method, &str),
+        who: &crate::auth::Identity,
+        body: Bytes,
+    ) -> Option<(StatusCode, Bytes)> {
+        let link = self.link(relay).await.ok()?;
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = format!("http://relay{path}").parse().ok()?;
+        let h = req.headers_mut();
+        h.insert(FWD, HeaderValue::from_static("admin"));
+        h.insert(FWD_SUBJECT, HeaderValue::from_str(&who.subject).ok()?);
+        if who.admin {
+            h.insert(FWD_ADMIN, HeaderValue::from_static("1"));
+        }
+        let asked = async {
+            let (resp, mut send) = link.ready().await.ok()?.send_request(req, body.is_empty()).ok()?;
+            if !body.is_empty() {
+                send_chunked(&mut send, body, true).await.ok()?;
+            }
+            let resp = resp.await.ok()?;
+            let status = resp.status();
+            Some((status, H2Body::new(resp.into_body()).collect().await.ok()?.to_bytes()))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), asked).await.ok()?
     }
 
     /// Sends a request for the admin API of relay `relay` (fan-out of the cluster-wide views).

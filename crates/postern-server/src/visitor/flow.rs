@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode, Uri};
+use http::{Method, Response, Uri};
 use http_body_util::Full;
 use postern_proto::hostname;
 use subtle::ConstantTimeEq;
@@ -21,7 +21,7 @@ use super::records::{random_id, Who};
 use super::{Visitors, CODE_TTL, FLOW_TTL};
 use crate::access::{self, Policies};
 use crate::clock::unix_secs;
-use crate::http_edge::pages::{page, EdgeError};
+use crate::http_edge::pages::{found, page, EdgeError};
 use crate::tunnel::registry::Registry;
 use crate::tunnel::Tunnel;
 
@@ -41,16 +41,6 @@ type Page = Response<Full<Bytes>>;
 
 fn fail(err: EdgeError, host: &str) -> Page {
     page(err, Some(host))
-}
-
-fn redirect(location: &str) -> Page {
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::FOUND;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }
 
 fn set_cookie(resp: &mut Page, value: &str) {
@@ -142,7 +132,7 @@ impl Visitors {
         let name = format!("{FLOW_COOKIE}{}", &pending.state[..pending.state.len().min(16)]);
         let flow = Flow { pending, provider: chosen, rd, exp: unix_secs() + FLOW_TTL };
         let sealed = self.sealer.seal("flow", &flow);
-        let mut resp = redirect(&url);
+        let mut resp = found(&url);
         set_cookie(
             &mut resp,
             &format!("{name}={sealed}; Path=/callback; Max-Age={FLOW_TTL}; HttpOnly; Secure; SameSite=Lax"),
@@ -201,7 +191,7 @@ impl Visitors {
         info!(email = %person.email, host = %host, "signed in");
         let code = Code { id: random_id(), person, host: host.clone(), path, exp: unix_secs() + CODE_TTL };
         let sealed = self.sealer.seal("code", &code);
-        let mut resp = redirect(&format!("{}{}?code={sealed}", at.site.origin(&host), super::edge::AUTH_PATH));
+        let mut resp = found(&format!("{}{}?code={sealed}", at.site.origin(&host), super::edge::AUTH_PATH));
         set_cookie(&mut resp, &format!("{name}=; Path=/callback; Max-Age=0; HttpOnly; Secure; SameSite=Lax"));
         resp
     }
@@ -250,7 +240,7 @@ impl Visitors {
         };
         let session = self.open_session(&tunnel.info.name, &tunnel.info.owner, &host, who);
         let sealed = self.sealer.seal(&format!("session:{host}"), &session.id);
-        let mut resp = redirect(&back);
+        let mut resp = found(&back);
         let max_age = self.session_ttl.as_secs();
         set_cookie(&mut resp, &format!("{COOKIE}={sealed}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"));
         Some(resp)
