@@ -210,3 +210,42 @@ async fn a_bore_tunnel_is_paced_by_the_tokens_bandwidth_quota() -> anyhow::Resul
     assert!(started.elapsed() >= std::time::Duration::from_millis(1400), "not paced: {:?}", started.elapsed());
     relay.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bore_connection_is_reset_at_the_tokens_volume() -> anyhow::Result<()> {
+    let Some(bin) = skip() else { return Ok(()) };
+    let relay = TestRelay::with_bore(|_| {}).await?;
+    let volume = postern_proto::volume::Volume { bytes: 100_000, period: postern_proto::volume::Period::Day };
+    let token = relay.mint_with("erin", &[], |c| c.limits = Limits { volume: Some(volume), ..Limits::default() });
+    postern_server::bore::secrets::add(&relay.state_dir, &token)?;
+    let echo = origin::echo().await?;
+    let ip = relay.bore_addr.context("bore")?.ip();
+    let mut bore = bore_local(&bin, &relay, echo.port(), Some(&token))?;
+    let port = public_port(&mut bore).await?;
+
+    // 60,000 bytes there and back would be 120,000: the echo is cut at 100,000 in all, with a
+    // reset, and what came back is the start of what went.
+    let data = payload(9, 60_000);
+    let mut conn = TcpStream::connect((ip, port)).await?;
+    conn.write_all(&data).await?;
+    let mut back = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => back.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .context("the connection was not cut")?;
+    assert_eq!(end.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
+    assert!(back.len() <= 40_000, "{} bytes came back past the volume", back.len());
+    assert_eq!(back, data[..back.len()]);
+    // And the next visitor is closed at once.
+    let mut next = TcpStream::connect((ip, port)).await?;
+    assert!(closed_without_data(&mut next).await?, "a visitor over the volume was served");
+    relay.stop().await
+}

@@ -393,6 +393,9 @@ async fn claim(mut conn: Framed, edge: &BoreEdge, identity: &Identity, id: Uuid)
         }
     }
     .await;
+    if result.as_ref().err().and_then(|e| e.get_ref()).and_then(|e| e.downcast_ref::<SpliceError>()).is_some() {
+        stream.reset_on_drop();
+    }
     drop((count, held));
     let log = edge.registry.access_log();
     if log.enabled() {

@@ -17,8 +17,20 @@ use crate::tunnel::admit::{Admitted, Via};
 use crate::tunnel::Tunnel;
 
 /// A public connection's socket: one accepted here, or one another relay forwarded.
-pub trait PublicIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PublicIo for T {}
+pub trait PublicIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {
+    /// Makes dropping it a reset rather than a clean close (a quota cut the connection).
+    fn reset_on_drop(&self) {}
+}
+
+impl PublicIo for TcpStream {
+    fn reset_on_drop(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+/// Forwarded by another relay: dropped unfinished, the stream is reset toward that relay, which
+/// resets the visitor's socket.
+impl PublicIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
 
 /// A public connection waiting for its `Accept`. (The socket sits behind a mutex only so the
 /// map of waiting connections can be shared; it is taken out whole when claimed.)
