@@ -75,12 +75,18 @@ def rss_kib(pid):
     return 0
 
 
-def iperf(port, seconds, streams=1, ip="127.0.0.1"):
+def iperf(port, seconds, streams=1, ip="127.0.0.1", tries=2):
+    """GB/s. iperf3's server runs one test at a time and may still be closing the last one when
+    the next control connection arrives ("control socket has closed unexpectedly"): that try is
+    repeated once after a pause, and a second failure raises."""
     out = subprocess.run(
         ["iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J", "-O", "1"],
         capture_output=True, text=True, timeout=seconds + 30)
     data = json.loads(out.stdout)
     if "error" in data:
+        if tries > 1:
+            time.sleep(1)
+            return iperf(port, seconds, streams, ip, tries - 1)
         raise RuntimeError(data["error"])
     return data["end"]["sum_received"]["bits_per_second"] / 8 / 1e9  # GB/s
 

@@ -7,6 +7,8 @@
 # For each binary it runs a relay and a `postern tcp` client under callgrind, sends MB megabytes
 # with iperf3 through the tunnel, and prints the instructions each process executed, less those
 # of an idle run (start-up and handshake), per MB. Needs valgrind and iperf3 (apt).
+# With MINT set (for example MINT="--volume 1000TB/month"), the client holds a token minted with
+# those flags, so the cost of a quota shows against the same binary without MINT.
 set -euo pipefail
 mb=256
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then mb=$1; shift; fi
@@ -28,7 +30,12 @@ count() {
         >"$work/relay.out" 2>/dev/null &
     rp=$!
     wait_for "$work/relay.out" "agents connect"
-    POSTERN_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/agent.cg" "$bin" tcp "$ip" \
+    local token=""
+    if [ -n "${MINT:-}" ]; then
+        # shellcheck disable=SC2086 # MINT is a list of flags
+        token=$("$bin" token mint --state-dir "$work" --subject bench $MINT)
+    fi
+    POSTERN_TOKEN="$token" POSTERN_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/agent.cg" "$bin" tcp "$ip" \
         --server "localhost:$ctrl" --ca "$work/ca.pem" --local-host 127.0.0.1 >"$work/agent.out" 2>/dev/null &
     ap=$!
     wait_for "$work/agent.out" "tcp://"

@@ -197,7 +197,7 @@ impl Visitors {
         let sid: String = self.sealer.open(&format!("session:{host}"), sealed).ok_or(SignIn::Needed)?;
         let session = self
             .sessions
-            .find(unix_secs(), |s| s.id == sid && s.tunnel == tunnel.info.name && s.owner == tunnel.info.owner)
+            .get(&sid, unix_secs(), |s| s.tunnel == tunnel.info.name && s.owner == tunnel.info.owner)
             .ok_or(SignIn::Needed)?;
         match &session.who {
             Who::Oidc { email, groups } => {

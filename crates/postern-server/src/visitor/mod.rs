@@ -141,7 +141,7 @@ impl Visitors {
     /// True when `email` holds a live grant on `tunnel` of `owner` (a name another owner
     /// takes later does not inherit it).
     pub fn granted(&self, (tunnel, owner): (&str, &str), email: &str) -> bool {
-        self.grants.find(unix_secs(), |g| g.tunnel == tunnel && g.owner == owner && g.email == email).is_some()
+        self.grants.get(email, unix_secs(), |g| g.tunnel == tunnel && g.owner == owner).is_some()
     }
 
     /// Opens a session and returns it.

@@ -75,9 +75,7 @@ impl Visitors {
             PassKind::Service => credential.strip_prefix(SERVICE_PREFIX)?,
         };
         let (id, sig) = credential.split_once('.')?;
-        let pass = self
-            .passes
-            .find(unix_secs(), |p| p.id == id && p.kind == kind && p.tunnel == tunnel && p.owner == owner)?;
+        let pass = self.passes.get(id, unix_secs(), |p| p.kind == kind && p.tunnel == tunnel && p.owner == owner)?;
         self.sealer.verify(&signed(&pass), sig).then_some(pass)
     }
 

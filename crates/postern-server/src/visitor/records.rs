@@ -54,6 +54,9 @@ impl Entry for Session {
     fn expires(&self) -> u64 {
         self.expires
     }
+    fn key(&self) -> &str {
+        &self.id
+    }
 }
 
 impl Session {
@@ -84,6 +87,9 @@ pub struct Grant {
 impl Entry for Grant {
     fn expires(&self) -> u64 {
         self.expires
+    }
+    fn key(&self) -> &str {
+        &self.email
     }
 }
 
@@ -136,5 +142,8 @@ pub struct Pass {
 impl Entry for Pass {
     fn expires(&self) -> u64 {
         self.expires
+    }
+    fn key(&self) -> &str {
+        &self.id
     }
 }
