@@ -432,6 +432,26 @@ pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> anyhow::Result<Vec<u
     Ok(back)
 }
 
+/// Reads `conn` until it ends, for at most [`PATIENCE`]: what arrived, and how it ended (`Ok` for
+/// a clean close, the error for a reset).
+pub async fn read_until_end(conn: &mut tokio::net::TcpStream) -> anyhow::Result<(Vec<u8>, std::io::Result<()>)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .context("the connection did not end")?;
+    Ok((got, end))
+}
+
 /// `len` bytes from a seeded generator: different seeds give different payloads.
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

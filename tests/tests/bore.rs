@@ -228,19 +228,7 @@ async fn a_bore_connection_is_reset_at_the_tokens_volume() -> anyhow::Result<()>
     let data = payload(9, 60_000);
     let mut conn = TcpStream::connect((ip, port)).await?;
     conn.write_all(&data).await?;
-    let mut back = Vec::new();
-    let mut buf = [0u8; 8192];
-    let end = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => back.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await
-    .context("the connection was not cut")?;
+    let (back, end) = postern_e2e::read_until_end(&mut conn).await?;
     assert_eq!(end.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
     assert!(back.len() <= 40_000, "{} bytes came back past the volume", back.len());
     assert_eq!(back, data[..back.len()]);

@@ -142,19 +142,7 @@ async fn a_tcp_connection_is_reset_at_the_volume_and_new_ones_are_refused() -> a
 
     // 30,000 more go in (90,000), and only 10,000 may come back before the connection is cut.
     conn.write_all(&data[30_000..]).await?;
-    let mut rest = Vec::new();
-    let mut buf = [0u8; 8192];
-    let end = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => rest.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await
-    .context("the connection was not cut")?;
+    let (rest, end) = postern_e2e::read_until_end(&mut conn).await?;
     let err = end.expect_err("a cut connection is reset, not closed as if it were complete");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert!(rest.len() <= 10_000, "{} bytes came back past the volume", rest.len());
@@ -163,6 +151,7 @@ async fn a_tcp_connection_is_reset_at_the_volume_and_new_ones_are_refused() -> a
     // A new connection is closed at once, with nothing echoed.
     let mut next = TcpStream::connect(public).await?;
     let _ = next.write_all(b"hello").await;
+    let mut buf = [0u8; 16];
     let n = tokio::time::timeout(PATIENCE, next.read(&mut buf)).await?.unwrap_or(0);
     assert_eq!(n, 0, "a token over its volume gets no new connection");
     let name = relay.registry.tunnels().first().map(|t| t.info.name.clone()).context("tunnel")?;

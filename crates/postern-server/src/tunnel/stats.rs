@@ -116,26 +116,29 @@ impl TunnelMeter<'_> {
     /// Bytes toward the local service: counted against the token's volume (what passes is
     /// counted in the stats), then paced by its bandwidth quota.
     pub fn inbound(&self, n: u64) -> Pace {
-        let quota = self.tunnel.quota.as_deref();
-        let pass = quota.and_then(|q| q.volume.as_ref()).map_or(n, |v| v.charge(n));
-        self.tunnel.stats.add_in(pass);
-        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "in", pass);
-        if pass < n {
-            return Pace::Cut(pass);
-        }
-        Pace::Go(quota.and_then(|q| q.bandwidth_in.as_ref()).map_or(Duration::ZERO, |b| b.take(n)))
+        self.count(n, true)
     }
 
     /// Bytes toward the public, the same way.
     pub fn outbound(&self, n: u64) -> Pace {
+        self.count(n, false)
+    }
+
+    fn count(&self, n: u64, inbound: bool) -> Pace {
         let quota = self.tunnel.quota.as_deref();
         let pass = quota.and_then(|q| q.volume.as_ref()).map_or(n, |v| v.charge(n));
-        self.tunnel.stats.add_out(pass);
-        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, "out", pass);
+        let (direction, bucket) = if inbound {
+            self.tunnel.stats.add_in(pass);
+            ("in", quota.and_then(|q| q.bandwidth_in.as_ref()))
+        } else {
+            self.tunnel.stats.add_out(pass);
+            ("out", quota.and_then(|q| q.bandwidth_out.as_ref()))
+        };
+        self.metrics.add_bytes(&self.tunnel.info.name, self.kind, direction, pass);
         if pass < n {
             return Pace::Cut(pass);
         }
-        Pace::Go(quota.and_then(|q| q.bandwidth_out.as_ref()).map_or(Duration::ZERO, |b| b.take(n)))
+        Pace::Go(bucket.map_or(Duration::ZERO, |b| b.take(n)))
     }
 }
 
