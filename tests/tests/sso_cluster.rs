@@ -20,7 +20,8 @@ async fn any_relay_of_a_cluster_manages_a_tunnels_visitors() -> anyhow::Result<(
     let web = origin::http("app").await?;
     let mut spec = http_tunnel("app", web.port());
     spec.access = Some(Access { login: Some(Login { emails: Vec::new() }), ..Access::default() });
-    let owner = a.mint("team", &["app*"], false);
+    // A subject is any text without control characters; it crosses the peer link intact.
+    let owner = a.mint("équipe", &["app*"], false);
     let other = a.mint("someone-else", &[], false);
     // The agent is on relay A; everything below goes through relay B.
     let mut agent = TestAgent::start(a.agent_config(&owner, vec![spec]));

@@ -185,7 +185,7 @@ pub async fn relays(cluster: &Cluster, admin: &Admin, who: &Identity) -> Respons
 /// A visitor route another relay sent on for its caller (the `admin` stream, path
 /// `/visitors/<route>`): answered here, for this relay's tunnels and records alone.
 async fn peer_visitors(req: Request<Incoming>, rest: &[&str], admin: &Admin) -> Response<Full<Bytes>> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| req.headers().get(name).and_then(|v| String::from_utf8(v.as_bytes().to_vec()).ok());
     let who = Identity {
         subject: header(FWD_SUBJECT).unwrap_or_default(),
         token_id: None,

@@ -329,7 +329,8 @@ impl Cluster {
         *req.uri_mut() = format!("http://relay{path}").parse().ok()?;
         let h = req.headers_mut();
         h.insert(FWD, HeaderValue::from_static("admin"));
-        h.insert(FWD_SUBJECT, HeaderValue::from_str(&who.subject).ok()?);
+        // As bytes: a subject may be any text without control characters, not only ASCII.
+        h.insert(FWD_SUBJECT, HeaderValue::from_bytes(who.subject.as_bytes()).ok()?);
         if who.admin {
             h.insert(FWD_ADMIN, HeaderValue::from_static("1"));
         }
