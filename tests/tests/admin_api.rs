@@ -380,7 +380,7 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let status_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    tokio::spawn(postern_client::status::serve(listener, server, agent.state.clone(), stats, stop.clone()));
+    tokio::spawn(postern_client::status::serve(listener, server, agent.state.clone(), stats, None, stop.clone()));
 
     let mut s = TcpStream::connect(public).await?;
     s.write_all(&[1u8; 1234]).await?;
@@ -412,6 +412,61 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
     let v: Value = serde_json::from_str(&ready.body)?;
     assert_ne!(v["state"], "connected");
     assert_eq!(probe::get(status_addr, "/healthz", PATIENCE).await?.status, StatusCode::OK);
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_control_api_names_the_state_and_wants_its_token() -> anyhow::Result<()> {
+    use postern_transport::probe;
+    use tokio_util::sync::CancellationToken;
+    let relay = relay().await?;
+    let echo = origin::echo().await?;
+    let cfg = relay.agent_config("", vec![tcp(echo.port())]);
+    let (stats, server) = (cfg.stats.clone(), cfg.server.clone());
+    let mut agent = TestAgent::start(cfg);
+    let public = agent.public_addr().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let token = Some("s3cret".to_string());
+    tokio::spawn(postern_client::status::serve(listener, server, agent.state.clone(), stats, token, stop.clone()));
+
+    let get = |bearer: Option<&'static str>| async move {
+        let tcp = TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::get("/api/v1/status").header("host", "status");
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let resp = send.send_request(req.body(empty())?).await?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        anyhow::Ok((status, headers, text(resp.into_body()).await?))
+    };
+    let (status, headers, _) = get(None).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers.get("www-authenticate").map(|v| v.as_bytes()), Some(&b"Bearer"[..]));
+    assert_eq!(get(Some("s3cre")).await?.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some("s3cret!")).await?.0, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = get(Some("s3cret")).await?;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body)?;
+    assert_eq!((v["state"].as_str(), v["phase"].as_str()), (Some("Connected"), Some("connected")), "{v}");
+    assert_eq!(v["public_urls"], serde_json::json!([format!("tcp://localhost:{}", public.port())]));
+    assert_eq!(v["last_error"], Value::Null);
+    // The probes stay open to a health checker without the token.
+    assert_eq!(probe::get(addr, "/healthz", PATIENCE).await?.status, StatusCode::OK);
+    assert_eq!(probe::get(addr, "/readyz", PATIENCE).await?.status, StatusCode::OK);
+
+    // Without its relay: Reconnecting, with the reason.
+    relay.stop().await?;
+    let mut state = agent.state.clone();
+    tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() == "reconnecting" && s.last_error.is_some()))
+        .await??;
+    let v: Value = serde_json::from_str(&get(Some("s3cret")).await?.2)?;
+    assert_eq!(v["state"], "Reconnecting", "{v}");
+    assert!(v["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     stop.cancel();
     Ok(())
 }

@@ -66,6 +66,10 @@ pub struct ClientArgs {
     /// 127.0.0.1:4040
     #[arg(long, env = "POSTERN_STATUS_ADDR")]
     pub status: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <TOKEN>` on the --status listener (all but /healthz and
+    /// /readyz); set it whenever that listener is reachable from beyond this machine
+    #[arg(long, env = "POSTERN_STATUS_TOKEN", requires = "status", hide_env_values = true)]
+    pub status_token: Option<String>,
     /// Connections to keep to the relay: `auto` (one while idle, up to 4 while several streams
     /// are busy, back to one after 30 s without a stream) or a fixed 1-4. Streams are spread
     /// over them, so busy streams use more than one core for TLS on each side, and losing one
@@ -208,6 +212,11 @@ impl HttpArgs {
 }
 
 impl ClientArgs {
+    /// The status listener, if asked for, with its token.
+    pub fn status_options(&self) -> Option<crate::status::StatusOptions> {
+        self.status.map(|addr| crate::status::StatusOptions { addr, token: self.status_token.clone() })
+    }
+
     /// The client id, else the subject of a signed token (read, not verified: the relay
     /// verifies).
     pub fn default_id(&self) -> Option<String> {

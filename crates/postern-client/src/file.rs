@@ -46,6 +46,7 @@ struct ClientFile {
     #[serde(default)]
     h2c: bool,
     status: Option<SocketAddr>,
+    status_token: Option<String>,
     connections: Option<Connections>,
     #[serde(rename = "tunnel", default)]
     tunnels: Vec<FileTunnel>,
@@ -101,6 +102,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
         local_host: file.local_host.unwrap_or_else(|| "localhost".into()),
         max_backoff: Duration::from_secs(30),
         status: file.status,
+        status_token: env("POSTERN_STATUS_TOKEN").or(file.status_token),
         connections: file.connections.unwrap_or_default(),
     };
     let default_id = client.default_id().unwrap_or_else(machine_id);

@@ -1,10 +1,17 @@
 //! The client's local status endpoint (`--status 127.0.0.1:4040`): one JSON document with the
-//! agent's state, public URLs and counters, at `GET /` (also `/status` and `/api/status`).
+//! agent's state, public URLs and counters, at `GET /` (also `/status` and `/api/status`), and
+//! the local control API for programs that embed or drive the client: `GET /api/v1/status`
+//! answers with the state in the names such programs use (`Connecting`, `Connected`,
+//! `Reconnecting`, `Failed`, `Disconnected`; [`api_state`]), the public URLs and the last error.
 //!
 //! For probes (`postern healthcheck 127.0.0.1:4040`, a Kubernetes or compose health check):
 //! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 while the
 //! agent is connected to its relay with its tunnels up, and 503 (with the state and last error)
 //! while it connects, reconnects or has failed.
+//!
+//! With `--status-token`, every route but the two probes wants `Authorization: Bearer <token>`
+//! (compared in constant time) and answers `401` without it. The listener is the operator's to
+//! place: loopback unless told otherwise.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentState;
+use crate::agent::{AgentPhase, AgentState};
 use crate::stats::{AgentStats, StatsSnapshot};
 
 /// The document.
@@ -30,6 +37,9 @@ use crate::stats::{AgentStats, StatsSnapshot};
 pub struct StatusView {
     /// `connecting`, `connected`, `reconnecting`, `failed` or `stopped`.
     pub state: &'static str,
+    /// The same in the control API's names ([`api_state`]).
+    #[serde(skip)]
+    pub api_state: &'static str,
     /// The relay.
     pub server: String,
     /// Current session id.
@@ -63,10 +73,32 @@ pub struct TunnelStatus {
     pub local_port: u16,
 }
 
+/// Where the status endpoint listens, and the token that guards it.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// The address (`--status`).
+    pub addr: std::net::SocketAddr,
+    /// The bearer token every route but `/healthz` and `/readyz` wants (`--status-token`).
+    pub token: Option<String>,
+}
+
+/// The state as programs that drive a tunnel name it (wasmrun's names; `Not started` is for an
+/// agent that was never started, which the command line never shows).
+pub fn api_state(phase: AgentPhase) -> &'static str {
+    match phase {
+        AgentPhase::Connecting => "Connecting",
+        AgentPhase::Connected => "Connected",
+        AgentPhase::Reconnecting => "Reconnecting",
+        AgentPhase::Failed => "Failed",
+        AgentPhase::Stopped => "Disconnected",
+    }
+}
+
 /// Builds the document.
 pub fn view(server: &str, state: &AgentState, stats: &AgentStats) -> StatusView {
     StatusView {
         state: state.phase.as_str(),
+        api_state: api_state(state.phase),
         server: server.to_string(),
         session_id: state.session_id.clone(),
         client_id: state.client_id.clone(),
@@ -88,22 +120,29 @@ pub fn view(server: &str, state: &AgentState, stats: &AgentStats) -> StatusView 
     }
 }
 
-/// Serves the status document until `shutdown` fires.
+/// Serves the status document until `shutdown` fires; with `token`, only to callers that
+/// present it (the probes excepted).
 pub async fn serve(
     listener: TcpListener,
     server: String,
     state: watch::Receiver<AgentState>,
     stats: Arc<AgentStats>,
+    token: Option<String>,
     shutdown: CancellationToken,
 ) {
     let server: Arc<str> = server.into();
+    let token: Option<Arc<str>> = token.map(Into::into);
     loop {
         let Some((stream, _)) = accept::next(&listener, "status", &shutdown).await else { return };
-        let (state, stats, server) = (state.clone(), stats.clone(), server.clone());
+        let (state, stats, server, token) = (state.clone(), stats.clone(), server.clone(), token.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let doc = view(&server, &state.borrow(), &stats);
-                async move { Ok::<_, Infallible>(answer(&req, &doc)) }
+                let resp = match &token {
+                    Some(t) if !is_probe(&req) && !presents(&req, t) => unauthorized(),
+                    _ => answer(&req, &doc),
+                };
+                async move { Ok::<_, Infallible>(resp) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -114,10 +153,42 @@ pub async fn serve(
     }
 }
 
+fn is_probe(req: &Request<Incoming>) -> bool {
+    matches!(req.uri().path(), "/healthz" | "/readyz")
+}
+
+/// True when `req` carries `Authorization: Bearer <token>`.
+fn presents(req: &Request<Incoming>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    given.is_some_and(|g| bool::from(g.ct_eq(token.as_bytes())))
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let body = br#"{"error":"this status endpoint wants Authorization: Bearer <its --status-token>"}"#;
+    let mut resp = Response::new(Full::new(Bytes::from_static(body)));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
 fn answer(req: &Request<Incoming>, doc: &StatusView) -> Response<Full<Bytes>> {
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/" | "/status" | "/api/status") => {
             (StatusCode::OK, serde_json::to_vec_pretty(doc).unwrap_or_default())
+        }
+        (&Method::GET, "/api/v1/status") => {
+            let body = serde_json::json!({
+                "state": doc.api_state,
+                "phase": doc.state,
+                "public_urls": doc.tunnels.iter().map(|t| t.public_url.as_str()).collect::<Vec<_>>(),
+                "last_error": doc.last_error,
+                "session_id": doc.session_id,
+                "client_id": doc.client_id,
+                "tunnels": doc.tunnels,
+            });
+            (StatusCode::OK, serde_json::to_vec_pretty(&body).unwrap_or_default())
         }
         (&Method::GET, "/healthz") => (StatusCode::OK, br#"{"state":"alive"}"#.to_vec()),
         (&Method::GET, "/readyz") => {
@@ -125,7 +196,7 @@ fn answer(req: &Request<Incoming>, doc: &StatusView) -> Response<Full<Bytes>> {
             let body = serde_json::json!({ "state": doc.state, "last_error": doc.last_error });
             (status, serde_json::to_vec(&body).unwrap_or_default())
         }
-        _ => (StatusCode::NOT_FOUND, br#"{"error":"try GET /, /healthz or /readyz"}"#.to_vec()),
+        _ => (StatusCode::NOT_FOUND, br#"{"error":"try GET /, /api/v1/status, /healthz or /readyz"}"#.to_vec()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

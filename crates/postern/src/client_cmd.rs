@@ -1,9 +1,8 @@
 //! `postern http`, `postern tcp` and `postern start`: run the agent the library configured,
 //! and print the public addresses each time a session comes up.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
+use postern_client::status::StatusOptions;
 use postern_client::{AgentConfig, AgentPhase, AgentState};
 use postern_transport::tls::Trust;
 use tokio::net::TcpListener;
@@ -13,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::signals::shutdown_token;
 
 /// Runs an agent for `cfg` until Ctrl-C or a fatal error; `status` serves its state as JSON.
-pub async fn run(cfg: AgentConfig, status: Option<SocketAddr>) -> anyhow::Result<()> {
+pub async fn run(cfg: AgentConfig, status: Option<StatusOptions>) -> anyhow::Result<()> {
     if matches!(cfg.trust, Trust::Insecure) {
         eprintln!(
             "warning: --insecure: the relay's certificate is NOT verified; anyone on the path can read and alter this tunnel"
@@ -26,15 +25,20 @@ pub async fn run(cfg: AgentConfig, status: Option<SocketAddr>) -> anyhow::Result
 /// `status`, serves the agent's state as JSON there.
 pub async fn run_agent(
     cfg: AgentConfig,
-    status: Option<SocketAddr>,
+    status: Option<StatusOptions>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(AgentState::default());
-    if let Some(addr) = status {
+    if let Some(StatusOptions { addr, token }) = status {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the status endpoint {addr}"))?;
         eprintln!("status: http://{}/", listener.local_addr()?);
+        if token.is_none() && !addr.ip().is_loopback() {
+            eprintln!(
+                "warning: the status endpoint on {addr} is not loopback and has no --status-token: anyone who reaches it reads this client's tunnels"
+            );
+        }
         let (server, stats) = (cfg.server.clone(), cfg.stats.clone());
-        tokio::spawn(postern_client::status::serve(listener, server, rx.clone(), stats, shutdown.clone()));
+        tokio::spawn(postern_client::status::serve(listener, server, rx.clone(), stats, token, shutdown.clone()));
     }
     let printer = tokio::spawn(print_sessions(rx, cfg.local_host.clone(), cfg.server.clone()));
     let result = postern_client::run(cfg, tx, shutdown).await;

@@ -44,12 +44,14 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(*args, sub, &metrics, open_files).await,
         Command::Demo(args) => demo::run(*args, sub, &metrics).await,
-        Command::Http(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
-        Command::Tcp(args) => async { client_cmd::run(args.agent_config()?, args.client.status).await }.await,
+        Command::Http(args) => {
+            async { client_cmd::run(args.agent_config()?, args.client.status_options()).await }.await
+        }
+        Command::Tcp(args) => async { client_cmd::run(args.agent_config()?, args.client.status_options()).await }.await,
         Command::Start { config } => {
             async {
                 let (cfg, client) = postern_client::file::load(&config, &|k| std::env::var(k).ok())?;
-                client_cmd::run(cfg, client.status).await
+                client_cmd::run(cfg, client.status_options()).await
             }
             .await
         }

@@ -482,10 +482,24 @@ fn healthcheck_probes_the_relay_and_the_client() {
 
     // A client with a status listener is ready while connected, and not once its relay is gone.
     let status = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
-    let (_client, _) = start_tcp_client(state.path(), port, &["--status", &status]);
-    // The client printed its URLs once connected, so it is ready now.
+    let (_client, _) = start_tcp_client(state.path(), port, &["--status", &status, "--status-token", "tok-1"]);
+    // The client printed its URLs once connected, so it is ready now. The probes need no token.
     let (ok, text) = healthcheck(&[&status]);
     assert!(ok, "{text}");
+    // The control API does, as curl shows.
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("http://{status}/api/v1/status"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(curl(&[]).ends_with("\n401"), "{}", curl(&[]));
+    assert!(curl(&["-H", "Authorization: Bearer tok-2"]).ends_with("\n401"));
+    let text = curl(&["-H", "Authorization: Bearer tok-1"]);
+    assert!(text.ends_with("\n200") && text.contains(r#""state": "Connected""#), "{text}");
     drop(relay);
     let text = healthcheck_until(&[&status], false);
     assert!(text.contains("503 Service Unavailable"), "{text}");
