@@ -97,28 +97,18 @@ impl<T: Entry> Book<T> {
     /// expired ones, trims to the bound and writes the file.
     pub fn edit<R>(&self, now: u64, edit: impl FnOnce(&mut Vec<T>) -> (R, bool)) -> R {
         let mut records = self.lock();
-        let out = Self::change(&mut records.items, now, self.max, edit, |items| self.save(items));
-        records.reindex();
-        out
-    }
-
-    fn change<R>(
-        items: &mut Vec<T>,
-        now: u64,
-        max: usize,
-        edit: impl FnOnce(&mut Vec<T>) -> (R, bool),
-        save: impl FnOnce(&[T]),
-    ) -> R {
+        let items = &mut records.items;
         let (out, changed) = edit(items);
         let before = items.len();
         items.retain(|i| i.expires() > now);
-        if items.len() > max {
+        if items.len() > self.max {
             items.sort_by_key(|i| std::cmp::Reverse(i.expires()));
-            items.truncate(max);
+            items.truncate(self.max);
         }
         if changed || items.len() != before {
-            save(items);
+            self.save(items);
         }
+        records.reindex();
         out
     }
 
