@@ -18,6 +18,7 @@
 pub mod bore_client;
 pub mod browser;
 pub mod cluster;
+pub mod curl;
 pub mod faults;
 pub mod http;
 pub mod idp;
@@ -328,28 +329,12 @@ impl TestRelay {
 
 /// One http tunnel spec for `local_port` under `id`.
 pub fn http_tunnel(id: &str, local_port: u16) -> TunnelSpec {
-    TunnelSpec {
-        kind: TunnelKind::Http,
-        local_port,
-        remote_port: None,
-        id: Some(id.to_string()),
-        access: None,
-        domain: None,
-        inspect: false,
-    }
+    TunnelSpec { id: Some(id.to_string()), ..TunnelSpec::new(TunnelKind::Http, local_port) }
 }
 
 /// One tcp tunnel spec for `local_port`.
 pub fn tcp(local_port: u16) -> TunnelSpec {
-    TunnelSpec {
-        kind: TunnelKind::Tcp,
-        local_port,
-        remote_port: None,
-        id: None,
-        access: None,
-        domain: None,
-        inspect: false,
-    }
+    TunnelSpec::new(TunnelKind::Tcp, local_port)
 }
 
 /// An agent running in this process.

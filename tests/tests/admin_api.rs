@@ -367,20 +367,26 @@ async fn health_readiness_and_openapi() -> anyhow::Result<()> {
     relay.stop().await
 }
 
+/// Waits for `agent` to connect; the public address of its first (TCP) tunnel.
+async fn public_addr(agent: &postern_client::Agent) -> anyhow::Result<std::net::SocketAddr> {
+    let mut state = agent.state();
+    let s = tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() == "connected")).await??.clone();
+    let url = &s.tunnels.first().context("no tunnel")?.public_url;
+    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], url.rsplit(':').next().context("port")?.parse()?)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Result<()> {
     use tokio_util::sync::CancellationToken;
     let relay = relay().await?;
     let echo = origin::echo().await?;
-    let cfg = relay.agent_config("", vec![tcp(echo.port())]);
-    let stats = cfg.stats.clone();
-    let server = cfg.server.clone();
-    let mut agent = TestAgent::start(cfg);
-    let public = agent.public_addr().await?;
+    let agent = postern_client::Agent::new(relay.agent_config("", vec![tcp(echo.port())]));
+    agent.start();
+    let public = public_addr(&agent).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let status_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    tokio::spawn(postern_client::status::serve(listener, server, agent.state.clone(), stats, None, stop.clone()));
+    tokio::spawn(postern_client::status::serve(listener, agent.clone(), None, stop.clone()));
 
     let mut s = TcpStream::connect(public).await?;
     s.write_all(&[1u8; 1234]).await?;
@@ -405,7 +411,7 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     assert_eq!(probe::get(status_addr, "/healthz", PATIENCE).await?.status, StatusCode::OK);
     relay.stop().await?;
-    let mut state = agent.state.clone();
+    let mut state = agent.state();
     tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() != "connected")).await??;
     let ready = probe::get(status_addr, "/readyz", PATIENCE).await?;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -422,15 +428,14 @@ async fn the_local_control_api_names_the_state_and_wants_its_token() -> anyhow::
     use tokio_util::sync::CancellationToken;
     let relay = relay().await?;
     let echo = origin::echo().await?;
-    let cfg = relay.agent_config("", vec![tcp(echo.port())]);
-    let (stats, server) = (cfg.stats.clone(), cfg.server.clone());
-    let mut agent = TestAgent::start(cfg);
-    let public = agent.public_addr().await?;
+    let agent = postern_client::Agent::new(relay.agent_config("", vec![tcp(echo.port())]));
+    agent.start();
+    let public = public_addr(&agent).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let token = Some("s3cret".to_string());
-    tokio::spawn(postern_client::status::serve(listener, server, agent.state.clone(), stats, token, stop.clone()));
+    tokio::spawn(postern_client::status::serve(listener, agent.clone(), token, stop.clone()));
 
     let get = |bearer: Option<&'static str>| async move {
         let tcp = TcpStream::connect(addr).await?;
@@ -461,7 +466,7 @@ async fn the_local_control_api_names_the_state_and_wants_its_token() -> anyhow::
 
     // Without its relay: Reconnecting, with the reason.
     relay.stop().await?;
-    let mut state = agent.state.clone();
+    let mut state = agent.state();
     tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() == "reconnecting" && s.last_error.is_some()))
         .await??;
     let v: Value = serde_json::from_str(&get(Some("s3cret")).await?.2)?;

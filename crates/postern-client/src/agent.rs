@@ -19,6 +19,8 @@ use crate::session::{self, SessionEnd};
 /// Where the agent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentPhase {
+    /// Made but never started (an embedded [`crate::Agent`] before its first `start`).
+    NotStarted,
     /// First attempt in progress.
     #[default]
     Connecting,
@@ -36,6 +38,7 @@ impl AgentPhase {
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::NotStarted => "not_started",
             Self::Connecting => "connecting",
             Self::Connected => "connected",
             Self::Reconnecting => "reconnecting",
@@ -78,7 +81,21 @@ pub async fn run(
     state: watch::Sender<AgentState>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let state = Arc::new(state);
+    run_shared(cfg, Arc::new(state), shutdown).await
+}
+
+/// [`run`], publishing on a state channel that outlives this run (an embedded agent started
+/// again).
+pub(crate) async fn run_shared(
+    cfg: AgentConfig,
+    state: Arc<watch::Sender<AgentState>>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    state.send_modify(|s| {
+        s.phase = AgentPhase::Connecting;
+        s.connected = 0;
+    });
+    cfg.live.seed(&cfg.tunnels);
     let connector = match connector(&cfg) {
         Ok(c) => c,
         Err(e) => return Err(fail(&state, e)),
@@ -181,8 +198,12 @@ async fn connection_loop(
     let mut turn = index % servers.len();
     loop {
         let server = servers[turn];
+        // The Hello asks for the command line's tunnels still wanted; the session then opens
+        // the rest live, one by one, so one that fails does not keep the others down.
+        let hello: Vec<_> = cfg.live.wanted().into_iter().filter(|w| w.initial()).collect();
+        let specs = hello.iter().map(|w| w.spec().clone()).collect();
         let attempt = tokio::select! {
-            r = connect(&cfg, &connector, server) => r,
+            r = connect(&cfg, &connector, server, specs) => r,
             _ = shutdown.cancelled() => break,
         };
         let error = match attempt {
@@ -205,7 +226,11 @@ async fn connection_loop(
                         }
                     });
                 };
-                let end = session::serve(connected, &cfg, &shutdown, ready).await;
+                let publish: crate::control::Publish = {
+                    let state = state.clone();
+                    Arc::new(move |tunnels| state.send_modify(|s| s.tunnels = tunnels))
+                };
+                let end = session::serve(connected, &cfg, &shutdown, hello, publish, ready).await;
                 if up.load(std::sync::atomic::Ordering::Relaxed) {
                     state.send_modify(|s| {
                         s.connected = s.connected.saturating_sub(1);

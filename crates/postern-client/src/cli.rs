@@ -13,6 +13,7 @@ use postern_transport::tls::Trust;
 
 use crate::config::AgentConfig;
 use crate::http_forward::HostHeader;
+use crate::remote::AllowRemote;
 use crate::scale::Connections;
 
 /// Why a client's settings cannot be used. The message names the flag or file key.
@@ -76,6 +77,11 @@ pub struct ClientArgs {
     /// connection keeps the tunnels up on the others
     #[arg(long, default_value = "auto", env = "POSTERN_CONNECTIONS")]
     pub connections: Connections,
+    /// Let the relay's API open tunnels to these local ports on this client, while it runs:
+    /// ports and ranges such as 3000-3999,5432, or `any`. Off by default: a relay, or whoever
+    /// holds its admin token, can then open nothing on this machine
+    #[arg(long, env = "POSTERN_ALLOW_REMOTE", value_name = "PORTS|any")]
+    pub allow_remote: Option<AllowRemote>,
 }
 
 /// Who may use an HTTP tunnel. The relay enforces these; secrets are sent to it hashed.
@@ -168,6 +174,31 @@ pub struct TcpArgs {
     pub client: ClientArgs,
 }
 
+/// `postern agent`: a client that starts with no tunnel and is told which to open.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub http: HttpOptions,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl AgentArgs {
+    /// The agent for `postern agent`: no tunnel yet; its client id is `--client-id`, else the
+    /// token's subject, else this machine's name (the `<id>` of HTTP tunnels opened later).
+    pub fn agent_config(&self) -> Result<AgentConfig, SetupError> {
+        if self.client.allow_remote.is_none() && self.client.status.is_none() {
+            return Err(invalid(
+                "postern agent starts with no tunnel, and nothing could open one: give --allow-remote \
+                 (the relay's API opens them) or --status (the local control API does)",
+            ));
+        }
+        let mut cfg = self.client.agent_config(Vec::new(), &self.http)?;
+        cfg.client_id = Some(self.client.default_id().unwrap_or_else(machine_id));
+        Ok(cfg)
+    }
+}
+
 impl TcpArgs {
     /// The agent for `postern tcp`.
     pub fn agent_config(&self) -> Result<AgentConfig, SetupError> {
@@ -241,6 +272,7 @@ impl ClientArgs {
         cfg.max_backoff = self.max_backoff;
         cfg.local_h2c = http.h2c;
         cfg.connections = self.connections;
+        cfg.allow_remote = self.allow_remote.clone().unwrap_or_default();
         cfg.host_header = match http.host_header.as_str() {
             "" | "preserve" => HostHeader::Preserve,
             "rewrite" => HostHeader::Rewrite,

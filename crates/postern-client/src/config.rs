@@ -7,6 +7,8 @@ use postern_proto::TunnelSpec;
 use postern_transport::tls::Trust;
 
 use crate::http_forward::HostHeader;
+use crate::live::LiveTunnels;
+use crate::remote::AllowRemote;
 use crate::scale::Connections;
 use crate::stats::AgentStats;
 
@@ -20,8 +22,14 @@ pub struct AgentConfig {
     pub token: String,
     /// Requested client id.
     pub client_id: Option<String>,
-    /// Tunnels to open.
+    /// Tunnels to open (the command line's); the set then changes live in [`AgentConfig::live`].
     pub tunnels: Vec<TunnelSpec>,
+    /// The tunnels wanted now, shared by the agent's connections and whoever changes them
+    /// (the local control API, an embedding program). Seeded from `tunnels` when the agent
+    /// first runs.
+    pub live: Arc<LiveTunnels>,
+    /// What the relay may change (`--allow-remote`); nothing by default.
+    pub allow_remote: AllowRemote,
     /// How to trust the relay's certificate.
     pub trust: Trust,
     /// Host the local services listen on.
@@ -53,6 +61,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("tunnels", &self.tunnels)
             .field("trust", &self.trust)
             .field("local_host", &self.local_host)
+            .field("allow_remote", &self.allow_remote)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +84,8 @@ impl AgentConfig {
             token: token.into(),
             client_id: None,
             tunnels,
+            live: Arc::default(),
+            allow_remote: AllowRemote::Off,
             trust,
             local_host: "localhost".into(),
             connect_timeout: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_proto::{Hello, Message, RefuseCode, Welcome, ALPN};
+use postern_proto::{Hello, Message, RefuseCode, TunnelSpec, Welcome, ALPN};
 use postern_transport::framed::{read_message, write_message, FrameIoError};
 use postern_transport::tls::{client_config, server_name, TlsError};
 use tokio::net::TcpStream;
@@ -97,13 +97,26 @@ pub fn split_host_port(addr: &str) -> Result<(&str, u16), ConnectError> {
     Ok((host, port))
 }
 
-/// Makes one attempt, to relay `server` (one of [`AgentConfig::servers`]).
-pub async fn connect(cfg: &AgentConfig, connector: &TlsConnector, server: &str) -> Result<Connected, ConnectError> {
+/// Makes one attempt, to relay `server` (one of [`AgentConfig::servers`]), asking in the
+/// `Hello` for `tunnels`.
+pub async fn connect(
+    cfg: &AgentConfig,
+    connector: &TlsConnector,
+    server: &str,
+    tunnels: Vec<TunnelSpec>,
+) -> Result<Connected, ConnectError> {
     let limit = cfg.connect_timeout;
-    tokio::time::timeout(limit, attempt(cfg, connector, server)).await.map_err(|_| ConnectError::Timeout(limit))?
+    tokio::time::timeout(limit, attempt(cfg, connector, server, tunnels))
+        .await
+        .map_err(|_| ConnectError::Timeout(limit))?
 }
 
-async fn attempt(cfg: &AgentConfig, connector: &TlsConnector, server: &str) -> Result<Connected, ConnectError> {
+async fn attempt(
+    cfg: &AgentConfig,
+    connector: &TlsConnector,
+    server: &str,
+    tunnels: Vec<TunnelSpec>,
+) -> Result<Connected, ConnectError> {
     let (host, port) = split_host_port(server)?;
     let name = server_name(host)?;
     // Every address the name resolves to is tried in turn (a DNS name with several A records).
@@ -118,7 +131,7 @@ async fn attempt(cfg: &AgentConfig, connector: &TlsConnector, server: &str) -> R
     let hello = Hello {
         token: cfg.token.clone(),
         client_id: cfg.client_id.clone(),
-        tunnels: cfg.tunnels.clone(),
+        tunnels,
         agent: concat!("postern/", env!("CARGO_PKG_VERSION")).into(),
         group: Some(cfg.group.clone()),
     };

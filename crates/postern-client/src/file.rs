@@ -1,12 +1,13 @@
 //! The client config file (`postern start --config postern-client.toml`): several tunnels of
-//! both kinds from one process. `POSTERN_SERVER`, `POSTERN_TOKEN`, `POSTERN_CA` and
-//! `POSTERN_CLIENT_ID` override the file, so the secret can stay out of it. Unknown keys are
+//! both kinds from one process. `POSTERN_SERVER`, `POSTERN_TOKEN`, `POSTERN_CA`,
+//! `POSTERN_CLIENT_ID` and `POSTERN_ALLOW_REMOTE` override the file, so the secret can stay out of it. Unknown keys are
 //! errors.
 //!
 //! ```toml
 //! server = "tunnel.example.com:7000"
 //! client_id = "ws-123"
 //! host_header = "preserve"             # or "rewrite", or a fixed value
+//! allow_remote = "3000-3999"           # the relay's API may open tunnels to these ports
 //!
 //! [[tunnel]]
 //! kind = "http"
@@ -48,6 +49,7 @@ struct ClientFile {
     status: Option<SocketAddr>,
     status_token: Option<String>,
     connections: Option<Connections>,
+    allow_remote: Option<String>,
     #[serde(rename = "tunnel", default)]
     tunnels: Vec<FileTunnel>,
 }
@@ -84,8 +86,13 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
     let fail = |reason: String| SetupError::File { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let file: ClientFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-    if file.tunnels.is_empty() {
-        return Err(fail("lists no [[tunnel]]".into()));
+    let allow_remote = env("POSTERN_ALLOW_REMOTE")
+        .filter(|v| !v.is_empty())
+        .or(file.allow_remote)
+        .map(|v| v.parse().map_err(|e| fail(format!("allow_remote: {e}"))))
+        .transpose()?;
+    if file.tunnels.is_empty() && allow_remote.is_none() && file.status.is_none() {
+        return Err(fail("lists no [[tunnel]], and has neither allow_remote nor status to open one later".into()));
     }
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let client = ClientArgs {
@@ -104,6 +111,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
         status: file.status,
         status_token: env("POSTERN_STATUS_TOKEN").or(file.status_token),
         connections: file.connections.unwrap_or_default(),
+        allow_remote,
     };
     let default_id = client.default_id().unwrap_or_else(machine_id);
     let mut tunnels = Vec::new();

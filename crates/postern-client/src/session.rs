@@ -2,28 +2,30 @@
 //!
 //! The relay opens streams; each carries its kind and tunnel in the headers
 //! (`postern_proto::stream`). The first is the control stream, kept open for the session's
-//! life; on shutdown the agent sends `Unregister` on it and then GOAWAY.
+//! life and run by [`crate::control`] (live tunnels, remote changes); on shutdown the agent
+//! sends `Unregister` on it and then GOAWAY.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
+use h2::RecvStream;
 use http::{Request, Response, StatusCode};
 use postern_proto::frame::encode;
 use postern_proto::stream::{self, StreamKind};
-use postern_proto::{Control, Decoder, Message, TunnelKind};
+use postern_proto::{Control, Message, TunnelKind};
 use postern_transport::liveness::{self, Heard};
 use postern_transport::mux;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::AgentConfig;
 use crate::connect::Connected;
+use crate::control::{Controller, Publish, RouteTable};
 use crate::forward;
 use crate::http_forward::{self, LocalClients, LocalTarget};
+use crate::live::Wanted;
 
 /// How long the agent waits for the relay to close after unregistering.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(3);
@@ -48,7 +50,9 @@ pub enum SessionError {
     HeartbeatTimeout(Duration),
 }
 
-/// Serves the session until the relay goes away or `shutdown` fires.
+/// Serves the session until the relay goes away or `shutdown` fires. `hello` is what its
+/// `Hello` asked for (the `Welcome` answers in the same order); the tunnels it serves are
+/// published on `publish` as they change.
 ///
 /// `on_ready` runs once, when the relay opens the control stream: the relay does that after it
 /// has registered the session's tunnels, so from then on the public URLs work.
@@ -56,14 +60,20 @@ pub async fn serve(
     connected: Connected,
     cfg: &AgentConfig,
     shutdown: &CancellationToken,
+    hello: Vec<Arc<Wanted>>,
+    publish: Publish,
     on_ready: impl FnOnce(),
 ) -> Result<SessionEnd, SessionError> {
     let mut on_ready = Some(on_ready);
     let Connected { tls, welcome } = connected;
-    let routes = Arc::new(Routes {
-        tunnels: welcome.tunnels.iter().map(|t| (t.name.clone(), (t.kind, t.local_port))).collect(),
-        clients: LocalClients::new(cfg.local_connect_timeout),
-    });
+    let table: RouteTable =
+        std::sync::RwLock::new(welcome.tunnels.iter().map(|t| (t.name.clone(), (t.kind, t.local_port))).collect());
+    let routes = Arc::new(Routes { tunnels: Arc::new(table), clients: LocalClients::new(cfg.local_connect_timeout) });
+    let served = hello.into_iter().zip(welcome.tunnels.iter().cloned()).collect();
+    let controller =
+        Controller::new(cfg.live.clone(), cfg.allow_remote.clone(), routes.tunnels.clone(), publish, served);
+    let control = controller.send.clone();
+    let mut controller = Some(controller);
     // The relay PINGs every interval and h2 answers; the agent only watches that it keeps
     // hearing from the relay (see `liveness`), so one exchange per interval serves both ends.
     let (tls, hearing) = Heard::new(tls);
@@ -71,7 +81,6 @@ pub async fn serve(
     let interval = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 300_000));
     let heartbeat = liveness::watch(hearing, interval, interval * 3 + mux::BEAT);
     tokio::pin!(heartbeat);
-    let mut control: Option<SendStream<Bytes>> = None;
 
     loop {
         tokio::select! {
@@ -79,9 +88,18 @@ pub async fn serve(
                 None => return Ok(SessionEnd::RelayClosed),
                 Some(Err(e)) if e.is_io() || e.is_go_away() => return Ok(SessionEnd::RelayClosed),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok((req, respond))) => {
-                    if let Some(send) = dispatch(req, respond, cfg, &routes) {
-                        control = Some(send);
+                Some(Ok((req, mut respond))) => {
+                    if stream_kind(&req) != Some(StreamKind::Control) {
+                        dispatch(req, respond, cfg, &routes);
+                        continue;
+                    }
+                    let Some(controller) = controller.take() else {
+                        answer(&mut respond, StatusCode::CONFLICT);
+                        continue;
+                    };
+                    if let Ok(send) = respond.send_response(Response::new(()), false) {
+                        *control.lock().unwrap_or_else(|p| p.into_inner()) = Some(send);
+                        tokio::spawn(controller.run(req.into_body()).in_current_span());
                         if let Some(ready) = on_ready.take() {
                             ready();
                         }
@@ -94,7 +112,7 @@ pub async fn serve(
     }
 
     // Unregister, then GOAWAY, then keep driving the connection so both reach the relay.
-    if let Some(mut control) = control {
+    if let Some(control) = control.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
         let mut buf = BytesMut::new();
         if encode(&Message::Control(Control::Unregister), &mut buf).is_ok() {
             let _ = control.send_data(buf.freeze(), true);
@@ -113,31 +131,31 @@ pub async fn serve(
 /// What the session forwards where.
 #[derive(Debug)]
 struct Routes {
-    tunnels: HashMap<String, (TunnelKind, u16)>,
+    tunnels: Arc<RouteTable>,
     clients: LocalClients,
 }
 
-/// Routes one incoming stream. Returns the control stream's sender when this was it.
-fn dispatch(
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    cfg: &AgentConfig,
-    routes: &Arc<Routes>,
-) -> Option<SendStream<Bytes>> {
+impl Routes {
+    fn get(&self, tunnel: &str) -> Option<(TunnelKind, u16)> {
+        self.tunnels.read().unwrap_or_else(|p| p.into_inner()).get(tunnel).copied()
+    }
+}
+
+fn stream_kind(req: &Request<RecvStream>) -> Option<StreamKind> {
+    req.headers().get(stream::KIND).and_then(|v| v.to_str().ok()).and_then(StreamKind::parse)
+}
+
+/// Routes one incoming stream (not the control stream).
+fn dispatch(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, cfg: &AgentConfig, routes: &Arc<Routes>) {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let kind = header(stream::KIND).and_then(|k| StreamKind::parse(&k));
+    let kind = stream_kind(&req);
     let tunnel = header(stream::TUNNEL).unwrap_or_default();
     let peer = header(stream::PEER).unwrap_or_default();
     match kind {
-        Some(StreamKind::Control) => {
-            let send = respond.send_response(Response::new(()), false).ok()?;
-            tokio::spawn(read_control(req.into_body()));
-            Some(send)
-        }
         Some(StreamKind::Http | StreamKind::Upgrade) => {
-            let Some(&(TunnelKind::Http, port)) = routes.tunnels.get(&tunnel) else {
+            let Some((TunnelKind::Http, port)) = routes.get(&tunnel) else {
                 answer(&mut respond, StatusCode::NOT_FOUND);
-                return None;
+                return;
             };
             let target = LocalTarget {
                 host: cfg.local_host.clone(),
@@ -151,12 +169,11 @@ fn dispatch(
             let span = info_span!("request", %tunnel, %peer, method = %req.method(), path = %req.uri().path());
             let work = async move { http_forward::http(req, respond, &target, &routes.clients, &stats).await };
             spawn_forward(span, cfg.stats.clone(), "request", work);
-            None
         }
         Some(StreamKind::Tcp) => {
-            let Some(&(TunnelKind::Tcp, port)) = routes.tunnels.get(&tunnel) else {
+            let Some((TunnelKind::Tcp, port)) = routes.get(&tunnel) else {
                 answer(&mut respond, StatusCode::NOT_FOUND);
-                return None;
+                return;
             };
             let host = cfg.local_host.clone();
             let timeout = cfg.local_connect_timeout;
@@ -164,12 +181,8 @@ fn dispatch(
             let stats = cfg.stats.clone();
             let work = async move { forward::tcp(&host, port, timeout, req.into_body(), respond, &stats).await };
             spawn_forward(span, cfg.stats.clone(), "stream", work);
-            None
         }
-        _ => {
-            answer(&mut respond, StatusCode::NOT_IMPLEMENTED);
-            None
-        }
+        _ => answer(&mut respond, StatusCode::NOT_IMPLEMENTED),
     }
 }
 
@@ -201,29 +214,5 @@ fn answer(respond: &mut SendResponse<Bytes>, status: StatusCode) {
     let reason = status.canonical_reason().unwrap_or("refused");
     if let Ok(resp) = Response::builder().status(status).header(stream::REFUSE_REASON, reason).body(()) {
         let _ = respond.send_response(resp, true);
-    }
-}
-
-/// Reads control messages from the relay and acts on them.
-async fn read_control(mut body: RecvStream) {
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::new();
-    while let Some(Ok(chunk)) = body.data().await {
-        let _ = body.flow_control().release_capacity(chunk.len());
-        buf.extend_from_slice(&chunk);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Message::Control(Control::Notice { message }))) => info!(%message, "notice from relay"),
-                Ok(Some(Message::Control(Control::Drain { deadline_ms }))) => {
-                    info!(deadline_ms, "relay is draining; will reconnect when it closes")
-                }
-                Ok(Some(other)) => debug!(message = ?other, "ignoring control message"),
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %e, "relay sent a malformed control message");
-                    return;
-                }
-            }
-        }
     }
 }

@@ -1,8 +1,9 @@
 //! The client's local status endpoint (`--status 127.0.0.1:4040`): one JSON document with the
 //! agent's state, public URLs and counters, at `GET /` (also `/status` and `/api/status`), and
 //! the local control API for programs that embed or drive the client: `GET /api/v1/status`
-//! answers with the state in the names such programs use (`Connecting`, `Connected`,
-//! `Reconnecting`, `Failed`, `Disconnected`; [`api_state`]), the public URLs and the last error.
+//! answers with the state in the names such programs use (`Not started`, `Connecting`,
+//! `Connected`, `Reconnecting`, `Failed`, `Disconnected`; [`api_state`]), the public URLs and
+//! the last error; the changes (open and close tunnels, stop and start) are in `local_api`.
 //!
 //! For probes (`postern healthcheck 127.0.0.1:4040`, a Kubernetes or compose health check):
 //! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 while the
@@ -26,10 +27,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use postern_transport::accept;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentPhase, AgentState};
+use crate::embed::Agent;
 use crate::stats::{AgentStats, StatsSnapshot};
 
 /// The document.
@@ -83,9 +84,10 @@ pub struct StatusOptions {
 }
 
 /// The state as programs that drive a tunnel name it (wasmrun's names; `Not started` is for an
-/// agent that was never started, which the command line never shows).
+/// embedded agent that was never started, which the command line never shows).
 pub fn api_state(phase: AgentPhase) -> &'static str {
     match phase {
+        AgentPhase::NotStarted => "Not started",
         AgentPhase::Connecting => "Connecting",
         AgentPhase::Connected => "Connected",
         AgentPhase::Reconnecting => "Reconnecting",
@@ -120,29 +122,29 @@ pub fn view(server: &str, state: &AgentState, stats: &AgentStats) -> StatusView 
     }
 }
 
-/// Serves the status document until `shutdown` fires; with `token`, only to callers that
-/// present it (the probes excepted).
-pub async fn serve(
-    listener: TcpListener,
-    server: String,
-    state: watch::Receiver<AgentState>,
-    stats: Arc<AgentStats>,
-    token: Option<String>,
-    shutdown: CancellationToken,
-) {
-    let server: Arc<str> = server.into();
+/// Serves the status document and the local control API for `agent` until `shutdown` fires;
+/// with `token`, only to callers that present it (the probes excepted).
+pub async fn serve(listener: TcpListener, agent: Arc<Agent>, token: Option<String>, shutdown: CancellationToken) {
     let token: Option<Arc<str>> = token.map(Into::into);
+    let state = agent.state();
     loop {
         let Some((stream, _)) = accept::next(&listener, "status", &shutdown).await else { return };
-        let (state, stats, server, token) = (state.clone(), stats.clone(), server.clone(), token.clone());
+        let (agent, state, token) = (agent.clone(), state.clone(), token.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let doc = view(&server, &state.borrow(), &stats);
-                let resp = match &token {
-                    Some(t) if !is_probe(&req) && !presents(&req, t) => unauthorized(),
-                    _ => answer(&req, &doc),
-                };
-                async move { Ok::<_, Infallible>(resp) }
+                let (agent, state, token) = (agent.clone(), state.clone(), token.clone());
+                async move {
+                    let cfg = agent.config();
+                    let resp = match &token {
+                        Some(t) if !is_probe(&req) && !presents(&req, t) => unauthorized(),
+                        _ if req.method() == Method::GET && req.uri().path() != "/api/v1/openapi.json" => {
+                            let doc = view(&cfg.server, &state.borrow(), &cfg.stats);
+                            answer(&req, &doc)
+                        }
+                        _ => crate::local_api::route(req, &agent).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -170,6 +172,14 @@ fn unauthorized() -> Response<Full<Bytes>> {
     *resp.status_mut() = StatusCode::UNAUTHORIZED;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// A JSON answer.
+pub(crate) fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(body).unwrap_or_default())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

@@ -11,6 +11,8 @@
 //! - [`route`]: which tunnel a public HTTP request is for, from its target and `Host` fields.
 //! - [`message`]: the messages themselves: the handshake (`Hello`, then `Welcome` or `Refused`)
 //!   and the control messages that travel on the control stream once the mux is up.
+//! - [`request`]: the API body that asks for a tunnel (`{kind, port, ...}`), shared by the
+//!   relay's remote management and the client's local control API.
 //! - [`token`]: signed, scoped tokens (HMAC-SHA256), verified offline.
 //! - [`stream`]: the metadata the relay puts in the headers of every h2 stream it opens to an
 //!   agent (stream kind, tunnel name, peer address).
@@ -24,13 +26,17 @@ pub mod claims;
 pub mod frame;
 pub mod hostname;
 pub mod message;
+pub mod request;
 pub mod route;
 pub mod stream;
 pub mod token;
 pub mod volume;
 
 pub use frame::{DecodeError, Decoder, EncodeError, FrameHeader, FRAME_HEADER_LEN, MAX_BODY_LEN};
-pub use message::{Control, Hello, Message, RefuseCode, Refused, TunnelGrant, TunnelKind, TunnelSpec, Welcome};
+pub use message::{
+    ChangeOutcome, Control, Hello, Message, RefuseCode, Refused, TunnelChange, TunnelGrant, TunnelKind, TunnelSpec,
+    Welcome,
+};
 
 /// ALPN protocol id spoken on the relay's control port.
 pub const ALPN: &[u8] = b"postern/1";

@@ -90,6 +90,13 @@ pub struct TunnelSpec {
     pub inspect: bool,
 }
 
+impl TunnelSpec {
+    /// A public tunnel of `kind` to local port `local_port`, with nothing else asked for.
+    pub fn new(kind: TunnelKind, local_port: u16) -> Self {
+        Self { kind, local_port, remote_port: None, id: None, access: None, domain: None, inspect: false }
+    }
+}
+
 /// First frame from the agent.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -199,6 +206,102 @@ pub enum Control {
     /// Relay to agent: something the agent's operator should see.
     Notice {
         /// Text to print.
+        message: String,
+    },
+    /// Agent to relay: open this tunnel on this session now (a tunnel added after the
+    /// handshake). Answered by `Opened` or `NotOpened` with the same `request`.
+    Open {
+        /// The agent's number for this request.
+        request: u64,
+        /// The tunnel.
+        tunnel: TunnelSpec,
+    },
+    /// Relay to agent: the tunnel is reserved under this grant, but no traffic comes yet. The
+    /// agent routes the name, then answers `Serving`.
+    Opened {
+        /// The `Open` this answers.
+        request: u64,
+        /// What was reserved.
+        grant: TunnelGrant,
+    },
+    /// Relay to agent: the tunnel of `request` was not opened, or (after `Opened`) was lost.
+    NotOpened {
+        /// The `Open` this answers.
+        request: u64,
+        /// Machine-readable reason.
+        code: RefuseCode,
+        /// Why, safe to print.
+        message: String,
+    },
+    /// Agent to relay: the grant of `request` is routed; send its traffic.
+    Serving {
+        /// The `Open` this completes.
+        request: u64,
+    },
+    /// Agent to relay: this session no longer serves tunnel `name` (the agent has already
+    /// stopped routing it). Answered by `Closed`.
+    Close {
+        /// The tunnel's registry name.
+        name: String,
+    },
+    /// Relay to agent: this session no longer serves tunnel `name`; no stream for it comes.
+    Closed {
+        /// The tunnel's registry name.
+        name: String,
+    },
+    /// Relay to agent: someone with the owner's or the admin token asks to change the agent's
+    /// tunnels (remote management). The agent decides, and answers `Changed`.
+    Change {
+        /// The relay's number for this request.
+        request: u64,
+        /// What to change.
+        change: TunnelChange,
+    },
+    /// Agent to relay: the answer to a `Change`.
+    Changed {
+        /// The `Change` this answers.
+        request: u64,
+        /// What came of it.
+        outcome: ChangeOutcome,
+    },
+}
+
+/// A change to an agent's tunnels, asked for through the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TunnelChange {
+    /// Open one more tunnel.
+    Add {
+        /// The tunnel.
+        tunnel: TunnelSpec,
+    },
+    /// Close the tunnel the relay knows as `name`.
+    Remove {
+        /// Its registry name.
+        name: String,
+    },
+}
+
+/// What came of a [`TunnelChange`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Done: the grant of an added tunnel, nothing for a removal.
+    Done {
+        /// The added tunnel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<TunnelGrant>,
+    },
+    /// The agent refused: remote management is off, or the port is outside its allowlist.
+    Refused {
+        /// The agent's reason, safe to show.
+        message: String,
+    },
+    /// The agent agreed, but the relay could not open the tunnel.
+    Failed {
+        /// The relay's code.
+        code: RefuseCode,
+        /// The relay's reason.
         message: String,
     },
 }

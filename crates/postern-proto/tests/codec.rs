@@ -36,21 +36,50 @@ fn sample_messages() -> Vec<Message> {
         Message::Welcome(Welcome {
             session_id: "a1b2".into(),
             client_id: "ws-123".into(),
-            tunnels: vec![TunnelGrant {
-                name: "tcp-20001".into(),
-                kind: TunnelKind::Tcp,
-                local_port: 5432,
-                public_url: "tcp://localhost:20001".into(),
-                default_url: None,
-                domain_url: None,
-            }],
+            tunnels: vec![grant()],
             heartbeat_ms: 10_000,
         }),
         Message::Refused(Refused { code: RefuseCode::Unauthorized, message: "bad token".into() }),
         Message::Control(Control::Unregister),
         Message::Control(Control::Drain { deadline_ms: 30_000 }),
         Message::Control(Control::Notice { message: "hi".into() }),
+        Message::Control(Control::Open { request: 7, tunnel: spec(TunnelKind::Http, 8080) }),
+        Message::Control(Control::Opened { request: 7, grant: grant() }),
+        Message::Control(Control::NotOpened { request: 8, code: RefuseCode::Unavailable, message: "taken".into() }),
+        Message::Control(Control::Serving { request: 7 }),
+        Message::Control(Control::Close { name: "tcp-20001".into() }),
+        Message::Control(Control::Closed { name: "tcp-20001".into() }),
+        Message::Control(Control::Change {
+            request: 1,
+            change: TunnelChange::Add { tunnel: spec(TunnelKind::Tcp, 5432) },
+        }),
+        Message::Control(Control::Change { request: 2, change: TunnelChange::Remove { name: "ws-8080".into() } }),
+        Message::Control(Control::Changed { request: 1, outcome: ChangeOutcome::Done { grant: Some(grant()) } }),
+        Message::Control(Control::Changed { request: 2, outcome: ChangeOutcome::Done { grant: None } }),
+        Message::Control(Control::Changed {
+            request: 3,
+            outcome: ChangeOutcome::Refused { message: "port 22 is not in --allow-remote".into() },
+        }),
+        Message::Control(Control::Changed {
+            request: 4,
+            outcome: ChangeOutcome::Failed { code: RefuseCode::PortNotAllowed, message: "no".into() },
+        }),
     ]
+}
+
+fn spec(kind: TunnelKind, local_port: u16) -> TunnelSpec {
+    TunnelSpec::new(kind, local_port)
+}
+
+fn grant() -> TunnelGrant {
+    TunnelGrant {
+        name: "tcp-20001".into(),
+        kind: TunnelKind::Tcp,
+        local_port: 5432,
+        public_url: "tcp://localhost:20001".into(),
+        default_url: None,
+        domain_url: None,
+    }
 }
 
 fn encode_all(msgs: &[Message]) -> BytesMut {

@@ -15,6 +15,16 @@ use postern_proto::stream::{self, StreamKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// A change to a connected agent's tunnels, asked for through the admin API, on its way to the
+/// agent's session; the agent's answer comes back on `reply`.
+#[derive(Debug)]
+pub struct RemoteChange {
+    /// What to change.
+    pub change: postern_proto::TunnelChange,
+    /// Where the agent's answer goes.
+    pub reply: tokio::sync::oneshot::Sender<postern_proto::ChangeOutcome>,
+}
+
 /// Why a stream could not be opened to the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use postern_client::cli::{HttpArgs, TcpArgs};
+use postern_client::cli::{AgentArgs, HttpArgs, TcpArgs};
 use postern_server::config::Bind;
 use postern_server::tokens::MintArgs;
 use postern_server::RelayConfig;
@@ -35,6 +35,9 @@ pub enum Command {
     Http(Box<HttpArgs>),
     /// Expose a local TCP port through a relay, for example `postern tcp 5432`.
     Tcp(TcpArgs),
+    /// Connect with no tunnel and open them as told while running: by the relay's API
+    /// (`--allow-remote 3000-3999`) or the local control API (`--status 127.0.0.1:4040`)
+    Agent(Box<AgentArgs>),
     /// Open every tunnel listed in a client config file (TOML), for example
     /// `postern start --config postern-client.toml`.
     Start {

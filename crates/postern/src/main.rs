@@ -48,6 +48,9 @@ async fn main() -> std::process::ExitCode {
             async { client_cmd::run(args.agent_config()?, args.client.status_options()).await }.await
         }
         Command::Tcp(args) => async { client_cmd::run(args.agent_config()?, args.client.status_options()).await }.await,
+        Command::Agent(args) => {
+            async { client_cmd::run(args.agent_config()?, args.client.status_options()).await }.await
+        }
         Command::Start { config } => {
             async {
                 let (cfg, client) = postern_client::file::load(&config, &|k| std::env::var(k).ok())?;

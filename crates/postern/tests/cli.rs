@@ -564,3 +564,51 @@ fn sighup_reopens_the_access_log_after_logrotate_moved_it() {
     assert!(second[0].contains("\"bytes_in\":5"), "{second:?}");
     assert_eq!(log_lines(&rotated, 1).len(), 1, "the rotated file kept only the old line");
 }
+
+#[test]
+fn postern_agent_is_driven_by_the_readme_curl_commands() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (relay, port) = start_relay(state.path(), &["--admin-token", "root-1"]);
+    let admin = admin_addr(&relay);
+    let ca = state.path().join("ca.pem");
+    let (server, ca) = (format!("localhost:{port}"), ca.to_str().expect("utf-8").to_string());
+
+    // With nothing that could ever open a tunnel, it says so and stops.
+    let out = Command::new(BIN).args(["agent", "--server", &server, "--ca", &ca]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"), "{out:?}");
+    let out = Command::new(BIN).args(["agent", "--allow-remote", "9000-8000"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "a backwards range is a usage error: {out:?}");
+
+    let origin = echo_origin().port().to_string();
+    let client = Proc::spawn(&[
+        "agent",
+        "--client-id",
+        "ws1",
+        "--allow-remote",
+        &origin,
+        "--server",
+        &server,
+        "--ca",
+        &ca,
+        "--local-host",
+        "127.0.0.1",
+    ]);
+    client.line_with("no tunnel open yet");
+    let api = format!("http://{admin}/api/v1/agents/by-client/ws1/tunnels");
+    let auth = "Authorization: Bearer root-1";
+    let body = format!(r#"{{"kind":"tcp","port":{origin}}}"#);
+    let added = curl(&api, &["-H", auth, "-d", &body]);
+    assert!(added.contains(r#""public_url": "tcp://localhost:"#), "{added}");
+    let public = public_port(&client);
+    echo_once(public, b"driven");
+    let listed = curl(&api, &["-H", auth]);
+    assert!(listed.contains(&format!("tcp-{public}")), "{listed}");
+    let closed = curl(&format!("{api}/tcp-{public}"), &["-X", "DELETE", "-H", auth]);
+    assert!(closed.contains(r#""closed""#), "{closed}");
+    client.line_with(&format!("closed tcp-{public}"));
+    wait_refused(public);
+    // Outside --allow-remote: refused by the client.
+    let refused = curl(&api, &["-H", auth, "-d", r#"{"kind":"tcp","port":22}"#]);
+    assert!(refused.contains("agent_refused"), "{refused}");
+}

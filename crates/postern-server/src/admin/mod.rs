@@ -15,6 +15,7 @@
 //! | `DELETE /api/v1/tunnels/{name}` | bearer | close a tunnel |
 //! | `GET /api/v1/agents` | bearer | connected agents the caller may see |
 //! | `DELETE /api/v1/agents/{id}` | bearer | disconnect an agent |
+//! | `GET/POST /api/v1/agents/{id}/tunnels`, `DELETE …/tunnels/{name}` | bearer | an agent's tunnels, changed live ([`remote`]) |
 //! | `GET /api/v1/events` | bearer | Server-Sent Events: tunnel and agent up/down, captures |
 //! | `POST /api/v1/tokens` | admin | mint a signed token |
 //! | `GET /api/v1/tokens` | admin | tokens minted with this relay's state directory |
@@ -27,6 +28,7 @@
 
 mod cluster;
 mod inspect;
+mod remote;
 mod sse;
 mod tokens;
 pub mod ui;
@@ -263,6 +265,12 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
                     None => visitors::route(&asked, &rest, &who, admin)
                         .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
                 };
+            }
+            if let ["agents", _, "tunnels", ..] | ["agents", "by-client", _, "tunnels", ..] = rest.as_slice() {
+                if let Some(resp) = remote::route(req, &rest, &who, admin).await {
+                    return resp;
+                }
+                return fail(StatusCode::NOT_FOUND, "not_found", "no such API route");
             }
             if let ["tunnels", _, "requests" | "inspect", ..] = rest.as_slice() {
                 if let Some(resp) = inspect::route(req, &rest, &who, admin).await {

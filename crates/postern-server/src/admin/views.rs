@@ -117,7 +117,7 @@ impl From<&Agent> for AgentView {
             token_id: i.token_id.clone(),
             addr: i.addr.to_string(),
             connected_since: rfc3339(i.since),
-            tunnels: i.tunnels.clone(),
+            tunnels: a.tunnels(),
         }
     }
 }

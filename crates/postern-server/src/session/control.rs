@@ -1,6 +1,7 @@
 //! A live session's control: the control stream (the first stream the relay opens; drain
-//! notices go out on it, the agent's `Unregister` comes back on it), the heartbeat, and the
-//! loop that runs the session until one of them, a kick or a shutdown ends it.
+//! notices and remote changes go out on it, the agent's `Unregister` and live tunnels come
+//! back on it, see [`super::live`]), the heartbeat, and the loop that runs the session until
+//! one of them, a kick or a shutdown ends it.
 
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::live::Live;
 use super::{SessionEnd, SessionError};
-use crate::agent::AgentHandle;
+use crate::agent::{AgentHandle, RemoteChange};
 use crate::config::RelayConfig;
 
 /// Runs the session on `conn` until the agent leaves or fails, its heartbeat stops, `kick`
@@ -25,13 +27,15 @@ use crate::config::RelayConfig;
 pub(super) async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
     mut conn: Connection<T, Bytes>,
     agent: &AgentHandle,
+    live: &mut Live<'_>,
+    changes: tokio::sync::mpsc::Receiver<RemoteChange>,
     cfg: &RelayConfig,
     kick: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, SessionError> {
     let ping_pong = conn.ping_pong();
     let (to_agent, outbox) = tokio::sync::mpsc::channel(8);
-    let control = control(agent, outbox);
+    let control = control(agent, live, outbox, changes);
     tokio::pin!(control);
     let heartbeat = heartbeat(ping_pong, cfg.heartbeat_interval, cfg.heartbeat_timeout);
     tokio::pin!(heartbeat);
@@ -71,11 +75,13 @@ async fn heartbeat(ping_pong: Option<PingPong>, interval: Duration, timeout: Dur
     }
 }
 
-/// Opens the control stream, sends what `outbox` yields, and reads the agent's control messages
-/// until it unregisters.
+/// Opens the control stream, sends what `outbox` yields and the admin API's `changes`, and
+/// reads the agent's control messages until it unregisters.
 async fn control(
     agent: &AgentHandle,
+    live: &mut Live<'_>,
     mut outbox: tokio::sync::mpsc::Receiver<Control>,
+    mut changes: tokio::sync::mpsc::Receiver<RemoteChange>,
 ) -> Result<SessionEnd, SessionError> {
     let (response, mut send) = agent.open(StreamKind::Control, "", None).await?;
     let response = response.await.map_err(SessionError::Mux)?;
@@ -85,13 +91,22 @@ async fn control(
     let mut body = response.into_body();
     let mut decoder = Decoder::new();
     let mut buf = BytesMut::new();
+    let mut say = |msg: Control| {
+        let mut out = BytesMut::new();
+        if encode(&Message::Control(msg), &mut out).is_ok() {
+            let _ = send.send_data(out.freeze(), false);
+        }
+    };
     loop {
         let chunk = tokio::select! {
             chunk = body.data() => chunk,
             Some(msg) = outbox.recv() => {
-                let mut out = BytesMut::new();
-                if encode(&Message::Control(msg), &mut out).is_ok() {
-                    let _ = send.send_data(out.freeze(), false);
+                say(msg);
+                continue;
+            }
+            Some(asked) = changes.recv() => {
+                if let Some(msg) = live.ask(asked) {
+                    say(msg);
                 }
                 continue;
             }
@@ -106,6 +121,17 @@ async fn control(
         while let Some(msg) = decoder.decode(&mut buf)? {
             match msg {
                 Message::Control(Control::Unregister) => return Ok(SessionEnd::Unregistered),
+                Message::Control(Control::Open { request, tunnel }) => say(live.open(request, tunnel).await),
+                Message::Control(Control::Serving { request }) => {
+                    if let Some(msg) = live.serving(request) {
+                        say(msg);
+                    }
+                }
+                Message::Control(Control::Close { name }) => {
+                    live.close(&name);
+                    say(Control::Closed { name });
+                }
+                Message::Control(Control::Changed { request, outcome }) => live.answered(request, outcome),
                 other => warn!(message = ?other, "ignoring unexpected control message from agent"),
             }
         }

@@ -27,6 +27,34 @@ use crate::tunnel::{Member, Tunnel, TunnelInfo};
 /// A refusal of the whole Hello: its code and a message for the agent.
 pub(super) type Refusal = (RefuseCode, String);
 
+/// When a reserved tunnel starts taking the session's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Serve {
+    /// At once: a tunnel of the `Hello`, reserved before the connection can carry streams.
+    Now,
+    /// Once the agent has routed its name (`Serving`): a tunnel opened live, on a connection
+    /// that already carries streams.
+    Later,
+}
+
+impl Serve {
+    fn member(self, agent: &AgentHandle) -> Option<Member> {
+        match self {
+            Self::Now => Some(Member::Agent(agent.clone())),
+            Self::Later => None,
+        }
+    }
+}
+
+/// What was reserved for one tunnel.
+pub(super) enum Reserved {
+    /// A tunnel of this session's own (for [`Serve::Later`], not served yet).
+    Own(Arc<Tunnel>),
+    /// A tunnel another connection of the client serves, which this one joins (for
+    /// [`Serve::Later`], once the agent is ready).
+    Joins(Arc<Tunnel>),
+}
+
 /// The tunnels a session was granted.
 pub(super) struct Granted {
     /// What the `Welcome` tells the agent.
@@ -43,9 +71,6 @@ pub(super) async fn reserve_all(
     agent: &AgentHandle,
     registration: &mut Registration,
 ) -> Result<Granted, Refusal> {
-    if hello.tunnels.is_empty() {
-        return Err((RefuseCode::BadRequest, "no tunnels requested".into()));
-    }
     let most = shared.config.max_tunnels_per_agent;
     if hello.tunnels.len() > most {
         return Err((
@@ -55,9 +80,13 @@ pub(super) async fn reserve_all(
     }
     let mut granted = Granted { grants: Vec::new(), listeners: Vec::new() };
     for spec in &hello.tunnels {
-        let (grant, listener) = reserve(spec, who, shared, agent, registration).await?;
+        let (grant, reserved) = reserve(spec, who, shared, agent, registration, Serve::Now).await?;
         granted.grants.push(grant);
-        granted.listeners.extend(listener);
+        if let Reserved::Own(t) = reserved {
+            if t.info.kind == TunnelKind::Tcp {
+                granted.listeners.push(t);
+            }
+        }
     }
     Ok(granted)
 }
@@ -111,17 +140,30 @@ impl Who<'_> {
     fn shareable(&self) -> bool {
         self.identity.claims.as_ref().is_some_and(|c| c.share)
     }
+
+    /// The credential's identity.
+    pub(super) fn identity(&self) -> &Identity {
+        self.identity
+    }
+
+    /// Makes `agent` serve tunnel `name`, found joinable at [`Serve::Later`] reservation, if it
+    /// still may.
+    pub(super) fn join(&self, registration: &mut Registration, name: &str, agent: &AgentHandle) -> Option<Arc<Tunnel>> {
+        registration.join(name, agent, &self.identity.subject, self.group, self.shareable())
+    }
 }
 
 /// Reserves one requested tunnel: binds its public port (tcp) or claims its name (http), and
-/// registers it. Returns the grant, and the tunnel whose listener to serve once the mux is up.
-async fn reserve(
+/// registers it, served by `agent` now or later (`serve`). Returns the grant and what was
+/// reserved.
+pub(super) async fn reserve(
     spec: &TunnelSpec,
     who: &Who<'_>,
     shared: &Shared,
     agent: &AgentHandle,
     registration: &mut Registration,
-) -> Result<(TunnelGrant, Option<Arc<Tunnel>>), Refusal> {
+    serve: Serve,
+) -> Result<(TunnelGrant, Reserved), Refusal> {
     if spec.local_port == 0 {
         return Err((RefuseCode::BadRequest, "local port 0 is not a port a service can listen on".into()));
     }
@@ -138,8 +180,8 @@ async fn reserve(
                 .into(),
         ));
     }
-    if let Some(grant) = join_existing(spec, who, shared, agent, registration) {
-        return Ok((grant, None));
+    if let Some(joined) = join_existing(spec, who, shared, agent, registration, serve) {
+        return Ok(joined);
     }
     let owner = who.identity.subject.as_str();
     let info = TunnelInfo {
@@ -177,11 +219,13 @@ async fn reserve(
                 leased,
                 cluster: shared.cluster.as_deref(),
             };
-            let member = Some(Member::Agent(agent.clone()));
-            open::tcp(open, info, member, registration, shape).await.map_err(|e| (e.code(), e.to_string()))?
+            open::tcp(open, info, serve.member(agent), registration, shape)
+                .await
+                .map_err(|e| (e.code(), e.to_string()))?
         }
         TunnelKind::Http => {
-            let mut tunnel = Tunnel::new(http_info(info, &id, who, shared, registration)?, agent.clone());
+            let info = http_info(info, &id, who, shared, registration)?;
+            let mut tunnel = Tunnel::with_members(info, serve.member(agent).into_iter().collect());
             tunnel.quota = who.quota.clone();
             let slot = who.quota.as_ref().map(|q| q.add_tunnel()).transpose();
             tunnel.slot = std::sync::Mutex::new(slot.map_err(|e| (RefuseCode::Unavailable, e.to_string()))?);
@@ -210,7 +254,7 @@ async fn reserve(
         default_url,
         domain_url,
     };
-    Ok((grant, (kind == TunnelKind::Tcp).then_some(tunnel)))
+    Ok((grant, Reserved::Own(tunnel)))
 }
 
 /// Names an HTTP tunnel `<id>-<local port>`, if the id is usable, allowed by the token and
@@ -278,14 +322,15 @@ async fn grant_domain(
 }
 
 /// Another connection of the same client (or a sharing client) serves a tunnel that is already
-/// up: join it instead of opening a second one.
+/// up: join it (now, or once the agent is ready) instead of opening a second one.
 fn join_existing(
     spec: &TunnelSpec,
     who: &Who<'_>,
     shared: &Shared,
     agent: &AgentHandle,
     registration: &mut Registration,
-) -> Option<TunnelGrant> {
+    serve: Serve,
+) -> Option<(TunnelGrant, Reserved)> {
     let owner = who.identity.subject.as_str();
     let reg = &shared.registry;
     let name = match spec.kind {
@@ -305,7 +350,10 @@ fn join_existing(
     if existing.info.local_port != spec.local_port || existing.info.kind != spec.kind {
         return None;
     }
-    let t = registration.join(&name, agent, owner, who.group, who.shareable())?;
+    let t = match serve {
+        Serve::Now => registration.join(&name, agent, owner, who.group, who.shareable())?,
+        Serve::Later => reg.joinable(&name, who.session_id, owner, who.group, who.shareable())?,
+    };
     let default_url = match (t.alias.get(), &shared.urls) {
         (Some(alias), Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
         _ => None,
@@ -314,14 +362,15 @@ fn join_existing(
         (Some(domain), Some(urls)) => Some(urls.host_url(domain)),
         _ => None,
     };
-    Some(TunnelGrant {
+    let grant = TunnelGrant {
         name: t.info.name.clone(),
         kind: t.info.kind,
         local_port: t.info.local_port,
         public_url: t.info.public_url.clone(),
         default_url,
         domain_url,
-    })
+    };
+    Some((grant, Reserved::Joins(t)))
 }
 
 /// Settles the client id: the requested one if it is a valid DNS label, else the token's

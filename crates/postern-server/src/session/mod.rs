@@ -4,7 +4,8 @@
 //!
 //! - this module: the handshake, the `Welcome`, and the session's life ([`run`]);
 //! - [`grant`]: identity, reservation of names and ports, custom domains;
-//! - [`control`]: the control stream, the heartbeat and the drain.
+//! - [`control`]: the control stream, the heartbeat and the drain;
+//! - [`live`]: tunnels opened and closed after the handshake, and the admin API's changes.
 //!
 //! 1. TLS with ALPN `postern/1`, then the agent's `Hello`, both within the handshake timeout.
 //! 2. Authentication and validation; public ports are bound before anything is promised.
@@ -16,6 +17,7 @@
 
 mod control;
 mod grant;
+mod live;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -271,6 +273,8 @@ async fn serve(
         tokio::spawn(edge.instrument(Span::current()));
     }
     let kick = CancellationToken::new();
+    let (changes, asked) = tokio::sync::mpsc::channel(16);
+    let serving = granted.grants.iter().map(|g| g.name.clone()).collect();
     shared.registry.add_agent(Agent {
         info: AgentInfo {
             session_id: session_id.clone(),
@@ -282,13 +286,16 @@ async fn serve(
             tunnels: granted.grants.iter().map(|g| g.name.clone()).collect(),
         },
         kick: kick.clone(),
+        changes,
+        serving: std::sync::Mutex::new(serving),
     });
     let _forget_agent = AgentGuard { registry: &shared.registry, session_id: &session_id };
     registration.announce_up();
-    let outcome = control::drive(conn, &agent, &shared.config, &kick, shutdown).await;
+    let mut live = live::Live::new(shared, &who, agent.clone(), registration, shutdown.clone());
+    let outcome = control::drive(conn, &agent, &mut live, asked, &shared.config, &kick, shutdown).await;
 
     // Tunnels go down before their agent is forgotten, so events read down-then-disconnected.
-    drop(registration);
+    drop(live);
     closed.cancel();
     outcome
 }

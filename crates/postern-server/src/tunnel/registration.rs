@@ -55,6 +55,23 @@ impl Registration {
         Some(t)
     }
 
+    /// Stops serving tunnel `name` now (the rest stay); the tunnel goes if no connection is
+    /// left. False when this session did not hold it.
+    pub fn leave(&mut self, name: &str) -> bool {
+        let Some(i) = self.tunnels.iter().position(|t| t.info.name == name) else {
+            return false;
+        };
+        let t = self.tunnels.remove(i);
+        self.leave_one(&t);
+        true
+    }
+
+    fn leave_one(&self, t: &Tunnel) {
+        if self.registry.leave(&t.info.name, &self.session_id).is_some() && t.announced.load(Ordering::Relaxed) {
+            tracing::info!(tunnel = %t.info.name, "tunnel down");
+        }
+    }
+
     /// Announces every tunnel as up (those already up stay quiet).
     pub fn announce_up(&self) {
         for t in &self.tunnels {
@@ -71,9 +88,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         for t in &self.tunnels {
-            if self.registry.leave(&t.info.name, &self.session_id).is_some() && t.announced.load(Ordering::Relaxed) {
-                tracing::info!(tunnel = %t.info.name, "tunnel down");
-            }
+            self.leave_one(t);
         }
     }
 }

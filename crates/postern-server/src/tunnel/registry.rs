@@ -56,6 +56,17 @@ pub struct Agent {
     pub info: AgentInfo,
     /// Cancelling it ends the agent's session.
     pub kick: CancellationToken,
+    /// Changes to its tunnels, to its session (remote management).
+    pub changes: tokio::sync::mpsc::Sender<crate::agent::RemoteChange>,
+    /// The tunnels it serves now (its `Hello`'s, then as it opens and closes them live).
+    pub serving: Mutex<Vec<String>>,
+}
+
+impl Agent {
+    /// The names of the tunnels it serves now.
+    pub fn tunnels(&self) -> Vec<String> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The name is already registered.
@@ -240,15 +251,38 @@ impl Registry {
         group: Option<&str>,
         shareable: bool,
     ) -> Option<Arc<Tunnel>> {
+        let t = self.joinable(name, session_id, owner, group, shareable)?;
+        self.attach(&t, agent);
+        Some(t)
+    }
+
+    /// The live tunnel `name`, if session `session_id` may join it and does not serve it yet.
+    pub fn joinable(
+        &self,
+        name: &str,
+        session_id: &str,
+        owner: &str,
+        group: Option<&str>,
+        shareable: bool,
+    ) -> Option<Arc<Tunnel>> {
         let t = self.tunnels.get(name).filter(|t| t.info.name == name).map(|t| t.clone())?;
         let same_group = group.is_some() && t.group.as_deref() == group;
         let already = t.members().iter().any(|m| m.session_id() == session_id);
         if t.info.owner != owner || !(same_group || (shareable && t.shareable)) || t.closed.is_cancelled() || already {
             return None;
         }
-        t.members().push(Member::Agent(agent.clone()));
-        self.changes.send_modify(|n| *n += 1);
         Some(t)
+    }
+
+    /// Makes connection `agent` serve `tunnel`, reserved (or found joinable) for it: streams
+    /// may go to it from now on.
+    pub fn attach(&self, tunnel: &Tunnel, agent: &AgentHandle) {
+        let mut members = tunnel.members();
+        if !members.iter().any(|m| m.session_id() == agent.session_id()) && !tunnel.closed.is_cancelled() {
+            members.push(Member::Agent(agent.clone()));
+            drop(members);
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// A live TCP tunnel of client `group` forwarding to `local_port` that session
