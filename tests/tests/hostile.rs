@@ -83,15 +83,7 @@ async fn fake_agent(relay: &TestRelay) -> anyhow::Result<tokio_rustls::client::T
     let hello = Hello {
         token: String::new(),
         client_id: Some("fake".into()),
-        tunnels: vec![TunnelSpec {
-            kind: TunnelKind::Tcp,
-            local_port: 1,
-            remote_port: None,
-            id: None,
-            access: None,
-            domain: None,
-            inspect: false,
-        }],
+        tunnels: vec![TunnelSpec::new(TunnelKind::Tcp, 1)],
         agent: "fake".into(),
         group: None,
     };

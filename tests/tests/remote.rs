@@ -152,7 +152,7 @@ async fn the_agent_refuses_what_it_was_not_told_to_allow() -> anyhow::Result<()>
         &alice,
         "POST",
         "/api/v1/agents/by-client/alice/tunnels",
-        Some(r#"{"kind":"http","port":3000,"path":"/x"}"#),
+        Some(r#"{"kind":"http","port":3000,"colour":"red"}"#),
     )
     .await?;
     assert_eq!(code, 400, "an unknown field is an error: {answer}");

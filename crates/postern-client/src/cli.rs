@@ -150,6 +150,14 @@ pub struct HttpArgs {
     /// cookies and your --auth-header are never kept
     #[arg(long)]
     pub inspect: bool,
+    /// Serve only this path prefix of the shared host https://<id>.<domain> (and of --domain),
+    /// e.g. /api: other tunnels of the same owner serve the rest of it. The prefix matches
+    /// whole segments (/api, /api/x, not /apix); the longest one wins. Needs a single port
+    #[arg(long, value_name = "/PREFIX")]
+    pub path: Option<String>,
+    /// With --path: the local service sees /users where the visitor asked for /api/users
+    #[arg(long, requires = "path")]
+    pub strip_prefix: bool,
     #[command(flatten)]
     pub http: HttpOptions,
     #[command(flatten)]
@@ -211,6 +219,8 @@ impl TcpArgs {
             access,
             domain: None,
             inspect: false,
+            path: None,
+            strip_prefix: false,
         };
         self.client.agent_config(vec![spec], &HttpOptions::default())
     }
@@ -222,6 +232,10 @@ impl HttpArgs {
     pub fn agent_config(&self) -> Result<AgentConfig, SetupError> {
         let id = self.id.clone().or_else(|| self.client.default_id()).unwrap_or_else(machine_id);
         let access = access_rules(&self.access)?;
+        if self.path.is_some() && self.ports.len() > 1 {
+            return Err(invalid("--path is for one port: run one client per prefix, or use a client file"));
+        }
+        let path = self.path.as_deref().map(postern_proto::route::path_prefix).transpose().map_err(invalid)?;
         let tunnels = self
             .ports
             .iter()
@@ -234,6 +248,8 @@ impl HttpArgs {
                 access: access.clone(),
                 domain: if i == 0 { self.domain.clone() } else { None },
                 inspect: self.inspect,
+                path: path.clone(),
+                strip_prefix: self.strip_prefix,
             })
             .collect();
         let mut cfg = self.client.agent_config(tunnels, &self.http)?;

@@ -78,6 +78,11 @@ struct FileTunnel {
     /// Capture requests in the relay's inspector (http tunnels).
     #[serde(default)]
     inspect: bool,
+    /// Serve this path prefix of the shared `<id>` host (http tunnels).
+    path: Option<String>,
+    /// The local service sees the path without the prefix.
+    #[serde(default)]
+    strip_prefix: bool,
 }
 
 /// Reads `path` into an agent config, and the client settings it gave (the `status` address,
@@ -119,6 +124,10 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
         if t.port == 0 {
             return Err(fail("a [[tunnel]] has port 0; give the port the local service listens on".into()));
         }
+        if t.strip_prefix && t.path.is_none() {
+            return Err(fail("a [[tunnel]] has strip_prefix without a path".into()));
+        }
+        let path = t.path.as_deref().map(postern_proto::route::path_prefix).transpose().map_err(fail)?;
         let access = access_rules(&AccessOptions {
             basic_auth: t.basic_auth,
             auth_header: t.auth_header,
@@ -138,6 +147,8 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(AgentC
             access,
             domain: t.domain,
             inspect: t.inspect,
+            path,
+            strip_prefix: t.strip_prefix,
         });
     }
     let http = HttpOptions { host_header: file.host_header.unwrap_or_else(|| "preserve".into()), h2c: file.h2c };

@@ -88,12 +88,29 @@ pub struct TunnelSpec {
     /// For http: capture requests in the relay's request inspector from the start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inspect: bool,
+    /// For http: also serve the requests under this path prefix (`/api`) of the bare
+    /// `<id>.<domain>` host and of the custom domain, instead of the whole of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For http with a `path`: the local service sees the path without the prefix.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
 }
 
 impl TunnelSpec {
     /// A public tunnel of `kind` to local port `local_port`, with nothing else asked for.
     pub fn new(kind: TunnelKind, local_port: u16) -> Self {
-        Self { kind, local_port, remote_port: None, id: None, access: None, domain: None, inspect: false }
+        Self {
+            kind,
+            local_port,
+            remote_port: None,
+            id: None,
+            access: None,
+            domain: None,
+            inspect: false,
+            path: None,
+            strip_prefix: false,
+        }
     }
 }
 

@@ -31,6 +31,12 @@ pub struct TunnelRequest {
     /// Only these source addresses (IPs or CIDRs) may connect.
     #[serde(default)]
     pub allow_ip: Vec<String>,
+    /// For http: serve this path prefix of the bare `<id>` host (and of the custom domain).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// For http with a path: the local service sees the path without the prefix.
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 /// Most `allow_ip` entries one request may carry.
@@ -42,9 +48,15 @@ impl TunnelRequest {
         if self.port == 0 {
             return Err("port must be 1-65535".into());
         }
-        if self.kind == TunnelKind::Tcp && (self.id.is_some() || self.domain.is_some() || self.inspect) {
-            return Err("id, domain and inspect are for http tunnels".into());
+        if self.kind == TunnelKind::Tcp
+            && (self.id.is_some() || self.domain.is_some() || self.inspect || self.path.is_some())
+        {
+            return Err("id, domain, inspect and path are for http tunnels".into());
         }
+        if self.strip_prefix && self.path.is_none() {
+            return Err("strip_prefix needs a path".into());
+        }
+        let path = self.path.as_deref().map(crate::route::path_prefix).transpose()?;
         if self.kind == TunnelKind::Http && self.remote_port.is_some() {
             return Err("remote_port is for tcp tunnels".into());
         }
@@ -61,6 +73,8 @@ impl TunnelRequest {
             access,
             domain: self.domain.clone(),
             inspect: self.inspect,
+            path,
+            strip_prefix: self.strip_prefix,
         })
     }
 }
@@ -90,5 +104,10 @@ mod tests {
         assert!(parse(r#"{"kind":"tcp","port":22,"id":"x"}"#).is_err());
         assert!(parse(r#"{"kind":"http","port":80,"remote_port":1}"#).is_err());
         assert!(parse(r#"{"kind":"http","port":70000}"#).is_err());
+        assert!(parse(r#"{"kind":"tcp","port":22,"path":"/x"}"#).is_err());
+        assert!(parse(r#"{"kind":"http","port":80,"strip_prefix":true}"#).is_err());
+        assert!(parse(r#"{"kind":"http","port":80,"path":"/a/../b"}"#).is_err());
+        let s = parse(r#"{"kind":"http","port":80,"path":"/api/","strip_prefix":true}"#).unwrap();
+        assert_eq!((s.path.as_deref(), s.strip_prefix), (Some("/api"), true));
     }
 }

@@ -11,6 +11,8 @@
 //!   own. A single label that is not under the domain names nothing.
 //! - The path is what the local service receives: the target's path and query, `/` when
 //!   there is none, or `*` (only for `OPTIONS *`).
+//! - A host may be shared by tunnels that each serve a path prefix ([`path_prefix`]); a prefix
+//!   covers whole segments only ([`covers`]), and a tunnel may have it taken off ([`strip`]).
 
 use crate::hostname::{self, HostError};
 
@@ -65,6 +67,57 @@ pub enum RouteError {
     /// A `*` target for another method than OPTIONS, or a path that does not start with `/`.
     #[error("the request target is malformed")]
     BadTarget,
+}
+
+/// Longest path prefix a tunnel may claim.
+pub const MAX_PREFIX: usize = 128;
+
+/// Checks a path prefix a tunnel asks for (`/api`, `/v1/ws`) and gives its one spelling: it
+/// starts with `/`, has no empty, `.` or `..` segment, no query or fragment, only unreserved
+/// and sub-delim characters (no `%`: the edge matches the path as sent, undecoded), and no
+/// trailing `/`. `/` alone is not a prefix: the whole host is what a tunnel without a path
+/// serves.
+pub fn path_prefix(asked: &str) -> Result<String, String> {
+    let p = asked.trim_end_matches('/');
+    if !asked.starts_with('/') {
+        return Err(format!("path {asked:?} must start with '/'"));
+    }
+    if p.is_empty() {
+        return Err("path '/' is the whole host: leave --path out for that".into());
+    }
+    if p.len() > MAX_PREFIX {
+        return Err(format!("path is longer than {MAX_PREFIX} characters"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c);
+    for segment in p[1..].split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." || !segment.chars().all(allowed) {
+            return Err(format!(
+                "path {asked:?}: use segments of letters, digits and -._~!$&'()*+,;=:@ separated by single '/'"
+            ));
+        }
+    }
+    Ok(p.to_string())
+}
+
+/// Whether `prefix` (as [`path_prefix`] spells it) covers the request target `path` (path and
+/// query): the same path, or one that goes on after a `/`, `?` or `#` (so `/api` covers
+/// `/api`, `/api/x` and `/api?q`, not `/apix`).
+pub fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with(['/', '?', '#']),
+        None => false,
+    }
+}
+
+/// The request target `path` without `prefix` (which must cover it), for a tunnel that strips
+/// it: `/api/users?x` becomes `/users?x`, `/api` and `/api?x` become `/` and `/?x`.
+pub fn strip(prefix: &str, path: &str) -> String {
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    }
 }
 
 /// Optional whitespace around a field value (RFC 9110 §5.6.3).
@@ -143,6 +196,30 @@ mod tests {
         assert_eq!(route(&head(Some("a-1.t.example"), other, None), "t.example"), Err(RouteError::HostMismatch));
         let bad: &[&[u8]] = &[b"\xff"];
         assert_eq!(route(&head(None, bad, None), "t.example"), Err(RouteError::BadHost));
+    }
+
+    #[test]
+    fn prefixes_have_one_spelling() {
+        assert_eq!(path_prefix("/api/"), Ok("/api".into()));
+        assert_eq!(path_prefix("/v1/ws"), Ok("/v1/ws".into()));
+        for bad in ["", "api", "/", "//", "/a//b", "/a/../b", "/./a", "/a?b", "/a#b", "/a%2fb", "/a b", "/ä"] {
+            assert!(path_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(path_prefix(&format!("/{}", "a".repeat(MAX_PREFIX))).is_err());
+    }
+
+    #[test]
+    fn a_prefix_covers_whole_segments_only() {
+        for yes in ["/api", "/api/", "/api/users", "/api?x=1", "/api#f"] {
+            assert!(covers("/api", yes), "{yes}");
+        }
+        for no in ["/apix", "/ap", "/", "/API", "/x/api"] {
+            assert!(!covers("/api", no), "{no}");
+        }
+        assert_eq!(strip("/api", "/api/users?x"), "/users?x");
+        assert_eq!(strip("/api", "/api"), "/");
+        assert_eq!(strip("/api", "/api?x"), "/?x");
+        assert_eq!(strip("/api", "/api/"), "/");
     }
 
     #[test]

@@ -11,23 +11,12 @@ fn sample_messages() -> Vec<Message> {
             token: "s3cret".into(),
             client_id: Some("ws-123".into()),
             tunnels: vec![
+                TunnelSpec { remote_port: Some(20001), ..spec(TunnelKind::Tcp, 5432) },
                 TunnelSpec {
-                    kind: TunnelKind::Tcp,
-                    local_port: 5432,
-                    remote_port: Some(20001),
-                    id: None,
-                    access: None,
-                    domain: None,
-                    inspect: false,
-                },
-                TunnelSpec {
-                    kind: TunnelKind::Http,
-                    local_port: 3000,
-                    remote_port: None,
                     id: Some("app".into()),
-                    access: None,
-                    domain: None,
-                    inspect: false,
+                    path: Some("/api".into()),
+                    strip_prefix: true,
+                    ..spec(TunnelKind::Http, 3000)
                 },
             ],
             agent: "postern/0.1.0".into(),

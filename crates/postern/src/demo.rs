@@ -52,6 +52,8 @@ pub async fn run(args: DemoArgs, matches: &ArgMatches, metrics: &prometheus::Reg
         access: None,
         domain: None,
         inspect: true,
+        path: None,
+        strip_prefix: false,
     };
     let mut cfg = AgentConfig::new(format!("localhost:{control_port}"), "", Trust::CaFile(ca), vec![spec]);
     cfg.client_id = Some("demo".into());

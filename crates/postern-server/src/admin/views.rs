@@ -23,6 +23,12 @@ pub struct TunnelView {
     pub alias: Option<String>,
     /// Its custom domain, if one was granted.
     pub domain: Option<String>,
+    /// The path prefix it serves of its bare `<id>` host and custom domain (`--path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The local service sees the path without that prefix.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
     /// Port on the client's side.
     pub local_port: u16,
     /// The client's id.
@@ -72,6 +78,8 @@ impl From<&Tunnel> for TunnelView {
             public_port: i.public_port,
             alias: t.alias.get().cloned(),
             domain: t.domain.get().cloned(),
+            path: t.path.clone(),
+            strip_prefix: t.strip_prefix,
             local_port: i.local_port,
             client_id: i.client_id.clone(),
             owner: i.owner.clone(),

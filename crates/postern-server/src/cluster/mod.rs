@@ -145,7 +145,9 @@ impl Cluster {
         // A bore tunnel has no agent connections, only its control connection: one member.
         let count = tunnel.sessions().len().max(1) as u32;
         let i = &tunnel.info;
-        let keys = [Some(&i.name), tunnel.alias.get(), tunnel.domain.get()];
+        // A tunnel with a path shares its hosts (see `tunnel::paths`): only its name is its own.
+        let domain = tunnel.domain.get().filter(|_| tunnel.path.is_none());
+        let keys = [Some(&i.name), tunnel.alias.get(), domain];
         keys.into_iter()
             .flatten()
             .map(|name| NameClaim {

@@ -235,7 +235,7 @@ async fn forward(
         return (RELAY, error(EdgeError::UpgradeWithBody, Some(&host)));
     }
     let kind = if upgrading { "upgrade" } else { "http" };
-    let Some(tunnel) = edge.registry.get(&key).filter(|t| t.info.kind == TunnelKind::Http) else {
+    let Some(tunnel) = edge.registry.route(&key, &path).filter(|t| t.info.kind == TunnelKind::Http) else {
         return match (hop, &edge.cluster) {
             (Hop::Peer, _) => (RELAY, error(EdgeError::NotHere, Some(&host))),
             (Hop::Public, Some(cluster)) if path != "*" => {
@@ -274,7 +274,8 @@ async fn forward(
     if let (Some(draft), "http") = (&draft, kind) {
         req.extensions_mut().insert(draft.request_tap());
     }
-    let mut resp = proxy(req, edge, peer, secure, tunnel, host, path, kind).await;
+    let local_path = tunnel.local_path(&path);
+    let mut resp = proxy(req, edge, peer, secure, tunnel, host, (path, local_path), kind).await;
     stats.answered(resp.status().as_u16(), began.elapsed());
     if let Some(draft) = draft {
         resp = draft.respond(resp);
@@ -312,7 +313,7 @@ async fn proxy(
     secure: bool,
     tunnel: Arc<Tunnel>,
     host: String,
-    path: String,
+    (path, local_path): (String, String),
     kind: &'static str,
 ) -> Response<EdgeBody> {
     let (admitted, agent) = match admit(&req, edge, &tunnel, peer, secure, (&host, &path)).await {
@@ -327,7 +328,7 @@ async fn proxy(
     let stream_kind = if upgrade.is_some() { StreamKind::Upgrade } else { StreamKind::Http };
     let to = Upstream {
         host: &host,
-        path: &path,
+        path: &local_path,
         peer,
         secure,
         tunnel: &tunnel.info.name,

@@ -80,9 +80,10 @@ pub async fn replay(
     let draft = Draft::begin(registry.clone(), tunnel.clone(), asked, started);
     draft.replaying(original);
     let finished = draft.finished();
+    let local_path = tunnel.local_path(&original.path);
     let to = Upstream {
         host: &original.host,
-        path: &original.path,
+        path: &local_path,
         peer: original.peer,
         secure: original.secure,
         tunnel: &tunnel.info.name,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use postern_proto::{hostname, Hello, RefuseCode, TunnelGrant, TunnelKind, TunnelSpec};
+use postern_proto::{hostname, route, Hello, RefuseCode, TunnelGrant, TunnelKind, TunnelSpec};
 
 use super::Shared;
 use crate::access::ClientAccess;
@@ -180,7 +180,17 @@ pub(super) async fn reserve(
                 .into(),
         ));
     }
-    if let Some(joined) = join_existing(spec, who, shared, agent, registration, serve) {
+    let path = match (&spec.path, spec.kind) {
+        (None, _) if spec.strip_prefix => return Err((RefuseCode::BadRequest, "strip_prefix needs a path".into())),
+        (None, _) => None,
+        (Some(_), TunnelKind::Tcp) => return Err((RefuseCode::BadRequest, "--path is for HTTP tunnels".into())),
+        (Some(_), _) if access.login().is_some() => {
+            let why = "visitor sign-in is per host, and --path shares its host: use one or the other for now";
+            return Err((RefuseCode::BadRequest, why.into()));
+        }
+        (Some(p), _) => Some(route::path_prefix(p).map_err(|e| (RefuseCode::BadRequest, e))?),
+    };
+    if let Some(joined) = join_existing(spec, path.as_deref(), who, shared, agent, registration, serve) {
         return Ok(joined);
     }
     let owner = who.identity.subject.as_str();
@@ -203,6 +213,8 @@ pub(super) async fn reserve(
         t.shareable = who.shareable();
         t.access = access;
         t.inspector.set(spec.inspect && spec.kind == TunnelKind::Http);
+        t.strip_prefix = spec.strip_prefix && path.is_some();
+        t.path = path.clone();
     };
     let id = spec.id.as_deref().unwrap_or(who.client_id).to_ascii_lowercase();
     let tunnel = match spec.kind {
@@ -236,16 +248,17 @@ pub(super) async fn reserve(
         }
     };
     let kind = tunnel.info.kind;
-    // The first HTTP tunnel for an id also answers at the bare `<id>` (the default port).
-    let mut default_url = None;
-    if kind == TunnelKind::Http && registration.insert_alias(&id, &tunnel).is_ok() {
-        default_url = shared.urls.as_ref().map(|u| u.url(&id, &shared.config.domain));
-    }
-    let mut domain_url = None;
-    if let (Some(domain), TunnelKind::Http) = (&spec.domain, kind) {
-        let domain = grant_domain(domain, who, shared, registration, &tunnel).await?;
-        domain_url = shared.urls.as_ref().map(|u| u.host_url(&domain));
-    }
+    let (default_url, domain_url) = match kind {
+        TunnelKind::Tcp => (None, None),
+        TunnelKind::Http => match expose(spec, &id, who, shared, registration, &tunnel).await {
+            Ok(urls) => urls,
+            Err(refusal) => {
+                // A live open goes on without it; a Hello is refused as a whole anyway.
+                registration.leave(&tunnel.info.name);
+                return Err(refusal);
+            }
+        },
+    };
     let grant = TunnelGrant {
         name: tunnel.info.name.clone(),
         kind,
@@ -300,8 +313,38 @@ fn http_info(
     Ok(info)
 }
 
-/// Grants custom `domain` to `tunnel` if the policy allows it for this client and nobody else
-/// holds it; asks ACME for its certificate.
+/// Makes HTTP `tunnel` reachable beyond its own name: the first tunnel of an id also answers at
+/// the bare `<id>` (the default port), a tunnel with a path at that prefix of `<id>`; its
+/// custom domain, whole or at its prefix. Returns those URLs.
+async fn expose(
+    spec: &TunnelSpec,
+    id: &str,
+    who: &Who<'_>,
+    shared: &Shared,
+    registration: &mut Registration,
+    tunnel: &Arc<Tunnel>,
+) -> Result<(Option<String>, Option<String>), Refusal> {
+    let (urls, domain) = (shared.urls.as_ref(), shared.config.domain.as_str());
+    let prefix = tunnel.path.as_deref().unwrap_or_default();
+    let default_url = match &tunnel.path {
+        None => registration.insert_alias(id, tunnel).ok().and_then(|()| urls.map(|u| u.url(id, domain))),
+        Some(_) => {
+            let taken = |_| (RefuseCode::Unavailable, format!("{id}.{domain}{prefix} is served by another client"));
+            registration.insert_path(id, tunnel).map_err(taken)?;
+            urls.map(|u| format!("{}{prefix}", u.url(id, domain)))
+        }
+    };
+    let mut domain_url = None;
+    if let Some(asked) = &spec.domain {
+        let granted = grant_domain(asked, who, shared, registration, tunnel).await?;
+        domain_url = urls.map(|u| format!("{}{prefix}", u.host_url(&granted)));
+    }
+    Ok((default_url, domain_url))
+}
+
+/// Grants custom `domain` to `tunnel` (the whole host, or the tunnel's path prefix of it) if
+/// the policy allows it for this client and nobody else holds it; asks ACME for its
+/// certificate.
 async fn grant_domain(
     domain: &str,
     who: &Who<'_>,
@@ -312,9 +355,11 @@ async fn grant_domain(
     let domain = shared.domains.normalize(domain).map_err(|e| (RefuseCode::BadRequest, e.to_string()))?;
     let owner = who.identity.subject.as_str();
     shared.domains.authorize(&domain, owner).await.map_err(|e| (RefuseCode::Unauthorized, e.to_string()))?;
-    registration
-        .insert_alias(&domain, tunnel)
-        .map_err(|_| (RefuseCode::Unavailable, format!("{domain} is served by another client")))?;
+    let inserted = match tunnel.path {
+        None => registration.insert_alias(&domain, tunnel),
+        Some(_) => registration.insert_path(&domain, tunnel),
+    };
+    inserted.map_err(|_| (RefuseCode::Unavailable, format!("{domain} is served by another client")))?;
     if let Some(acme) = &shared.acme {
         acme.ensure(&domain);
     }
@@ -325,6 +370,7 @@ async fn grant_domain(
 /// up: join it (now, or once the agent is ready) instead of opening a second one.
 fn join_existing(
     spec: &TunnelSpec,
+    path: Option<&str>,
     who: &Who<'_>,
     shared: &Shared,
     agent: &AgentHandle,
@@ -347,19 +393,24 @@ fn join_existing(
         }
     };
     let existing = reg.get(&name).filter(|t| t.info.name == name)?;
-    if existing.info.local_port != spec.local_port || existing.info.kind != spec.kind {
+    if existing.info.local_port != spec.local_port
+        || existing.info.kind != spec.kind
+        || existing.path.as_deref() != path
+    {
         return None;
     }
     let t = match serve {
         Serve::Now => registration.join(&name, agent, owner, who.group, who.shareable())?,
         Serve::Later => reg.joinable(&name, who.session_id, owner, who.group, who.shareable())?,
     };
-    let default_url = match (t.alias.get(), &shared.urls) {
-        (Some(alias), Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
+    let prefix = t.path.as_deref().unwrap_or_default();
+    let default_url = match (t.alias.get(), &t.path, &shared.urls) {
+        (Some(alias), _, Some(urls)) => Some(urls.url(alias, &shared.config.domain)),
+        (None, Some(_), Some(urls)) => Some(format!("{}{prefix}", urls.url(&t.info.id, &shared.config.domain))),
         _ => None,
     };
     let domain_url = match (t.domain.get(), &shared.urls) {
-        (Some(domain), Some(urls)) => Some(urls.host_url(domain)),
+        (Some(domain), Some(urls)) => Some(format!("{}{prefix}", urls.host_url(domain))),
         _ => None,
     };
     let grant = TunnelGrant {

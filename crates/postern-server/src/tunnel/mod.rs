@@ -6,6 +6,8 @@
 //! - [`registry`]: [`Registry`](registry::Registry), live tunnels and agents by name, and
 //!   [`Registration`](registry::Registration), a session's hold on its tunnels;
 //! - [`registration`]: a session's hold on its tunnels, left when dropped;
+//! - [`connected`]: what the registry knows about a connected agent;
+//! - [`paths`]: hosts shared by path prefix (`--path /api`);
 //! - [`stats`]: live counters, the byte meter, and the accounting of an open stream;
 //! - [`history`]: the last hour of those counters, sampled every few seconds, for graphs;
 //! - [`events`]: tunnel and agent up/down events and their JSON shape (SSE, webhooks);
@@ -13,9 +15,11 @@
 //! - [`open`]: the one way to open a TCP tunnel (agent sessions and bore clients).
 
 pub mod admit;
+pub mod connected;
 pub mod events;
 pub mod history;
 pub mod open;
+pub mod paths;
 pub mod registration;
 pub mod registry;
 pub mod stats;
@@ -177,6 +181,11 @@ pub struct Tunnel {
     pub slot: Mutex<Option<TunnelSlot>>,
     /// The public listener of a TCP tunnel; dropped (port released) when it is removed.
     pub listener: Mutex<Option<tokio::net::TcpListener>>,
+    /// The path prefix it serves of its bare `<id>` host and custom domain (instead of the
+    /// whole of them), for an HTTP tunnel asked with `--path`.
+    pub path: Option<String>,
+    /// The local service sees the path without that prefix.
+    pub strip_prefix: bool,
     announced: std::sync::atomic::AtomicBool,
 }
 
@@ -206,6 +215,8 @@ impl Tunnel {
             quota: None,
             slot: Mutex::new(None),
             listener: Mutex::new(None),
+            path: None,
+            strip_prefix: false,
             announced: std::sync::atomic::AtomicBool::new(false),
         }
     }

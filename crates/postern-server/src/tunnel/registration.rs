@@ -79,6 +79,11 @@ impl Registration {
         }
     }
 
+    /// Routes `tunnel`'s path prefix under `host` (see [`Registry::insert_path`]).
+    pub fn insert_path(&mut self, host: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
+        self.registry.insert_path(host, tunnel)
+    }
+
     /// Registers `alias` for `tunnel`.
     pub fn insert_alias(&mut self, alias: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
         self.registry.insert_alias(alias, tunnel)

@@ -10,7 +10,6 @@
 //! - Every change is announced on a broadcast channel of [`Event`]s (the status API's SSE stream
 //!   and the webhooks read it) and bumps a `watch` counter (tests wait on it without polling).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -19,9 +18,10 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use postern_proto::TunnelKind;
 use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 
+pub use super::connected::{Agent, AgentInfo};
 use super::events::{Event, EventKind};
+use super::paths::Paths;
 pub use super::registration::Registration;
 use super::{Member, Tunnel, TunnelInfo};
 use crate::access_log::AccessLog;
@@ -29,45 +29,6 @@ use crate::agent::AgentHandle;
 use crate::inspect::{Capture, Inspection};
 use crate::leases::{Claim, Leases};
 use crate::metrics::RelayMetrics;
-
-/// What the registry knows about a connected agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentInfo {
-    /// Session id; the API's agent id.
-    pub session_id: String,
-    /// Client id.
-    pub client_id: String,
-    /// Subject of its credential.
-    pub owner: String,
-    /// Id of its signed token, if any.
-    pub token_id: Option<String>,
-    /// Its address as the relay sees it.
-    pub addr: SocketAddr,
-    /// When its session started.
-    pub since: SystemTime,
-    /// Its tunnels' names.
-    pub tunnels: Vec<String>,
-}
-
-/// A connected agent.
-#[derive(Debug)]
-pub struct Agent {
-    /// Description.
-    pub info: AgentInfo,
-    /// Cancelling it ends the agent's session.
-    pub kick: CancellationToken,
-    /// Changes to its tunnels, to its session (remote management).
-    pub changes: tokio::sync::mpsc::Sender<crate::agent::RemoteChange>,
-    /// The tunnels it serves now (its `Hello`'s, then as it opens and closes them live).
-    pub serving: Mutex<Vec<String>>,
-}
-
-impl Agent {
-    /// The names of the tunnels it serves now.
-    pub fn tunnels(&self) -> Vec<String> {
-        self.serving.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// The name is already registered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,7 +38,7 @@ pub struct NameTaken(pub String);
 /// All live tunnels and agents.
 #[derive(Debug)]
 pub struct Registry {
-    tunnels: DashMap<String, Arc<Tunnel>>,
+    pub(super) tunnels: DashMap<String, Arc<Tunnel>>,
     agents: DashMap<String, Arc<Agent>>,
     changes: watch::Sender<u64>,
     samples: watch::Sender<u64>,
@@ -88,11 +49,13 @@ pub struct Registry {
     seq: AtomicU64,
     announcing: Mutex<()>,
     metrics: Arc<RelayMetrics>,
-    leases: Arc<Leases>,
+    pub(super) leases: Arc<Leases>,
     access_log: AccessLog,
     inspection: Inspection,
     /// Told the names whose member count changed (a clustered relay's directory follows).
     route_changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Hosts shared by path prefix.
+    pub(super) paths: Paths,
 }
 
 impl Registry {
@@ -119,6 +82,7 @@ impl Registry {
             access_log,
             inspection,
             route_changes: std::sync::OnceLock::new(),
+            paths: Paths::default(),
         })
     }
 
@@ -130,7 +94,8 @@ impl Registry {
 
     fn route_changed(&self, t: &Tunnel) {
         if let Some(tx) = self.route_changes.get() {
-            for key in [Some(&t.info.name), t.alias.get(), t.domain.get()].into_iter().flatten() {
+            let domain = t.domain.get().filter(|_| t.path.is_none());
+            for key in [Some(&t.info.name), t.alias.get(), domain].into_iter().flatten() {
                 let _ = tx.send(key.clone());
             }
         }
@@ -225,7 +190,8 @@ impl Registry {
     /// Makes `alias` another key for `tunnel`, unless it is taken or leased to another owner:
     /// its bare `<id>` (no dot), or its custom domain (dotted).
     pub fn insert_alias(&self, alias: &str, tunnel: &Arc<Tunnel>) -> Result<(), NameTaken> {
-        if self.leases.check_name(alias, &tunnel.info.owner) != Claim::Granted {
+        let other_paths = self.paths.owner(alias).is_some_and(|o| o != tunnel.info.owner);
+        if other_paths || self.leases.check_name(alias, &tunnel.info.owner) != Claim::Granted {
             return Err(NameTaken(alias.to_string()));
         }
         match self.tunnels.entry(alias.to_string()) {
@@ -320,9 +286,18 @@ impl Registry {
     /// Removes tunnel `name` (and its alias): closes it, starts its leases, announces it.
     fn remove(&self, name: &str) -> Option<Arc<Tunnel>> {
         let (_, t) = self.tunnels.remove_if(name, |_, t| t.info.name == name)?;
+        // A tunnel with a path holds a prefix of its hosts, not the names themselves.
+        let aliases: Vec<&String> = match t.path {
+            None => [t.alias.get(), t.domain.get()].into_iter().flatten().collect(),
+            Some(_) => {
+                let domain = t.domain.get().map(String::as_str);
+                self.paths.remove(&t, &[Some(t.info.id.as_str()), domain].into_iter().flatten().collect::<Vec<_>>());
+                Vec::new()
+            }
+        };
         {
-            for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
-                self.tunnels.remove_if(alias, |_, a| Arc::ptr_eq(a, &t));
+            for alias in &aliases {
+                self.tunnels.remove_if(alias.as_str(), |_, a| Arc::ptr_eq(a, &t));
             }
             let was_live = !t.closed.is_cancelled() && t.announced.load(Ordering::Relaxed);
             let promised = t.announced.load(Ordering::Relaxed);
@@ -334,14 +309,14 @@ impl Registry {
             match t.info.public_port {
                 _ if !promised => {
                     self.leases.forget(&t.info.name, t.info.public_port);
-                    for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
+                    for alias in &aliases {
                         self.leases.forget(alias, None);
                     }
                 }
                 Some(port) => self.leases.release_port(port),
                 None => {
                     self.leases.release_name(&t.info.name);
-                    for alias in [t.alias.get(), t.domain.get()].into_iter().flatten() {
+                    for alias in &aliases {
                         self.leases.release_name(alias);
                     }
                 }
