@@ -233,7 +233,9 @@ impl Controller {
                     warn!(tunnel = %name, %message, "refused to close a tunnel through the relay");
                     return reply(self, ChangeOutcome::Refused { message });
                 }
-                let Some((w, _)) = self.served.iter().find(|(_, g)| g.name == name) else {
+                // Any connection's grant names it: the agent may serve it on another one only.
+                let found = self.live.wanted().into_iter().find(|w| w.grant().is_some_and(|g| g.name == name));
+                let Some(w) = found else {
                     let message = format!("this agent serves no tunnel {name:?}");
                     return reply(self, ChangeOutcome::Failed { code: RefuseCode::BadRequest, message });
                 };
