@@ -207,12 +207,8 @@ impl Controller {
                 }
                 let w = match self.live.insert(tunnel) {
                     Ok(w) => w,
-                    Err(e) => {
-                        return reply(
-                            self,
-                            ChangeOutcome::Failed { code: RefuseCode::BadRequest, message: e.to_string() },
-                        )
-                    }
+                    // The agent's own bound on what it holds: its refusal.
+                    Err(e) => return reply(self, ChangeOutcome::Refused { message: e.to_string() }),
                 };
                 info!(port = w.spec().local_port, "opening a tunnel asked for through the relay");
                 if let Some((_, grant)) = self.served.iter().find(|(x, _)| x.key() == w.key()) {

@@ -250,3 +250,84 @@ impl LiveTunnels {
         Ok(found.spec.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_proto::TunnelKind;
+
+    fn grant(name: &str) -> TunnelGrant {
+        TunnelGrant {
+            name: name.into(),
+            kind: TunnelKind::Tcp,
+            local_port: 1,
+            public_url: format!("tcp://relay:{name}"),
+            default_url: None,
+            domain_url: None,
+        }
+    }
+
+    #[test]
+    fn the_set_is_seeded_once_and_holds_each_tunnel_once_up_to_its_bound() {
+        let live = LiveTunnels::default();
+        live.seed(&[TunnelSpec::new(TunnelKind::Tcp, 5432)]);
+        live.seed(&[TunnelSpec::new(TunnelKind::Tcp, 1)]);
+        assert_eq!(live.wanted().len(), 1, "a second start keeps the set");
+        assert!(live.wanted()[0].initial());
+        let a = live.insert(TunnelSpec::new(TunnelKind::Http, 3000)).unwrap();
+        let b = live.insert(TunnelSpec::new(TunnelKind::Http, 3000)).unwrap();
+        assert_eq!(a.key(), b.key(), "the same tunnel asked twice is one");
+        assert!(!a.initial());
+        for port in 10_000..10_000 + MAX_TUNNELS as u16 - 2 {
+            live.insert(TunnelSpec::new(TunnelKind::Tcp, port)).unwrap();
+        }
+        assert_eq!(live.wanted().len(), MAX_TUNNELS);
+        assert_eq!(live.insert(TunnelSpec::new(TunnelKind::Tcp, 9)).unwrap_err(), ChangeError::TooMany);
+    }
+
+    #[test]
+    fn one_connection_opens_first_and_the_others_follow_once_it_is_served() {
+        let live = LiveTunnels::default();
+        let w = live.insert(TunnelSpec::new(TunnelKind::Tcp, 5432)).unwrap();
+        assert!(w.may_open(1));
+        assert!(w.may_open(1), "the holder keeps its claim");
+        assert!(!w.may_open(2), "another connection waits");
+        w.release(1);
+        assert!(w.may_open(2), "a claim let go passes on");
+        w.served();
+        w.release(2);
+        assert!(w.may_open(3) && w.may_open(4), "once served, every connection joins");
+        // A refusal does not overwrite a grant another connection got.
+        w.report(Ok(grant("tcp-1")));
+        w.report(Err(ChangeError::TooMany));
+        assert_eq!(w.grant().map(|g| g.name), Some("tcp-1".into()));
+    }
+
+    #[tokio::test]
+    async fn removal_goes_by_the_granted_name_and_waits_for_the_relays() {
+        let live = Arc::new(LiveTunnels::default());
+        let w = live.insert(TunnelSpec::new(TunnelKind::Tcp, 5432)).unwrap();
+        w.report(Ok(grant("tcp-20001")));
+        w.served();
+        assert_eq!(
+            live.remove("tcp-9", Duration::from_secs(1)).await.unwrap_err(),
+            ChangeError::NoSuchTunnel("tcp-9".into())
+        );
+        let closing = tokio::spawn({
+            let live = live.clone();
+            async move { live.remove("tcp-20001", Duration::from_secs(30)).await }
+        });
+        // Out of the set at once; the answer waits until the last connection let it go.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !live.wanted().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!closing.is_finished());
+        w.unserved();
+        let spec = tokio::time::timeout(Duration::from_secs(5), closing).await.unwrap().unwrap().unwrap();
+        assert_eq!(spec.local_port, 5432);
+    }
+}
