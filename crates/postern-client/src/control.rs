@@ -230,8 +230,7 @@ impl Controller {
                     return reply(self, ChangeOutcome::Refused { message });
                 }
                 // Any connection's grant names it: the agent may serve it on another one only.
-                let found = self.live.wanted().into_iter().find(|w| w.grant().is_some_and(|g| g.name == name));
-                let Some(w) = found else {
+                let Some(w) = self.live.named(&name) else {
                     let message = format!("this agent serves no tunnel {name:?}");
                     return reply(self, ChangeOutcome::Failed { code: RefuseCode::BadRequest, message });
                 };

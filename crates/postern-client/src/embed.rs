@@ -84,11 +84,6 @@ impl Agent {
         true
     }
 
-    /// True while it runs (connected or trying to be).
-    pub fn is_running(&self) -> bool {
-        self.running().as_ref().is_some_and(|r| !r.task.is_finished())
-    }
-
     /// Stops it: unregisters from the relay and waits for that (`Disconnected`). What it stopped
     /// on, when it had already stopped on an error (`Failed`).
     pub async fn stop(&self) -> Result<(), AgentError> {

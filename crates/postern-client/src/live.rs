@@ -181,11 +181,6 @@ impl LiveTunnels {
         self.wanted.borrow().clone()
     }
 
-    /// Each wanted tunnel's grant, where one was given.
-    pub fn grants(&self) -> Vec<TunnelGrant> {
-        self.wanted().iter().filter_map(|w| w.grant()).collect()
-    }
-
     pub(crate) fn subscribe(&self) -> watch::Receiver<Vec<Arc<Wanted>>> {
         self.wanted.subscribe()
     }
@@ -199,6 +194,11 @@ impl LiveTunnels {
     /// A number for a connection's control, distinct from every other (and never 0).
     pub(crate) fn new_id(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The wanted tunnel a relay granted as `name` (on any connection).
+    pub(crate) fn named(&self, name: &str) -> Option<Arc<Wanted>> {
+        self.wanted().into_iter().find(|w| w.grant().is_some_and(|g| g.name == name))
     }
 
     /// Adds `spec` (or finds the same one already wanted).
@@ -243,8 +243,7 @@ impl LiveTunnels {
     /// Closes the tunnel the relay named `name` on every connection of the agent, and waits up
     /// to `wait` for the relays to confirm it; returns what it was.
     pub async fn remove(&self, name: &str, wait: Duration) -> Result<TunnelSpec, ChangeError> {
-        let found = self.wanted().into_iter().find(|w| w.grant().is_some_and(|g| g.name == name));
-        let found = found.ok_or_else(|| ChangeError::NoSuchTunnel(name.to_string()))?;
+        let found = self.named(name).ok_or_else(|| ChangeError::NoSuchTunnel(name.to_string()))?;
         self.drop_key(found.key);
         let _ = tokio::time::timeout(wait, found.gone()).await;
         Ok(found.spec.clone())

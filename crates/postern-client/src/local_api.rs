@@ -20,7 +20,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use postern_proto::request::TunnelRequest;
-use postern_proto::RefuseCode;
 use serde_json::json;
 
 use crate::embed::Agent;
@@ -120,12 +119,7 @@ fn start(agent: &Agent) -> Response<Full<Bytes>> {
 /// The answer for a change that did not happen.
 fn changed(e: ChangeError) -> Response<Full<Bytes>> {
     let status = match &e {
-        ChangeError::Relay { code, .. } => match code {
-            RefuseCode::Unauthorized | RefuseCode::PortNotAllowed => StatusCode::FORBIDDEN,
-            RefuseCode::BadRequest => StatusCode::BAD_REQUEST,
-            RefuseCode::Unavailable => StatusCode::CONFLICT,
-            RefuseCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-        },
+        ChangeError::Relay { code, .. } => StatusCode::from_u16(code.http().0).unwrap_or(StatusCode::BAD_GATEWAY),
         ChangeError::NoSuchTunnel(_) => StatusCode::NOT_FOUND,
         ChangeError::TooMany => StatusCode::BAD_REQUEST,
     };

@@ -198,6 +198,18 @@ impl RefuseCode {
     pub fn is_fatal(self) -> bool {
         matches!(self, Self::Unauthorized | Self::BadRequest | Self::PortNotAllowed)
     }
+
+    /// The HTTP status, and the snake-case code, an API answers this refusal with (the relay's
+    /// remote management and the client's local control API alike).
+    pub fn http(self) -> (u16, &'static str) {
+        match self {
+            Self::Unauthorized => (403, "forbidden"),
+            Self::BadRequest => (400, "bad_request"),
+            Self::PortNotAllowed => (403, "port_not_allowed"),
+            Self::Unavailable => (409, "unavailable"),
+            Self::Overloaded => (503, "overloaded"),
+        }
+    }
 }
 
 /// The relay refused the session.

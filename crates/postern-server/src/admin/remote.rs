@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use postern_proto::request::TunnelRequest;
-use postern_proto::{ChangeOutcome, RefuseCode, TunnelChange};
+use postern_proto::{ChangeOutcome, TunnelChange};
 
 use http::Response;
 
@@ -175,14 +175,8 @@ fn refused(outcome: ChangeOutcome) -> Response<AdminBody> {
             fail(StatusCode::FORBIDDEN, "agent_refused", format!("the agent refused: {message}"))
         }
         ChangeOutcome::Failed { code, message } => {
-            let (status, code) = match code {
-                RefuseCode::Unauthorized => (StatusCode::FORBIDDEN, "forbidden"),
-                RefuseCode::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
-                RefuseCode::PortNotAllowed => (StatusCode::FORBIDDEN, "port_not_allowed"),
-                RefuseCode::Unavailable => (StatusCode::CONFLICT, "unavailable"),
-                RefuseCode::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            };
-            fail(status, code, message)
+            let (status, code) = code.http();
+            fail(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), code, message)
         }
         ChangeOutcome::Done { .. } => fail(StatusCode::BAD_GATEWAY, "agent_error", "unexpected answer from the agent"),
     }
