@@ -210,3 +210,42 @@ async fn tunnels_added_live_come_back_after_a_relay_restart() -> anyhow::Result<
     assert_eq!(tunnels.len(), 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_relay_of_a_cluster_drives_a_client_connected_to_another() -> anyhow::Result<()> {
+    let cluster = postern_e2e::cluster::TestCluster::start(2).await?;
+    let (a, b) = (cluster.relay(0), cluster.relay(1));
+    let echo = origin::echo().await?;
+    let owner = cluster.mint("ws3", &["ws3*"]);
+    let other = cluster.mint("ws4", &["ws4*"]);
+    // The client is on relay A; the orchestrator asks relay B.
+    let mut cfg = cluster.agent_config(&owner, Vec::new(), &[0]);
+    cfg.client_id = Some("ws3".into());
+    cfg.allow_remote = AllowRemote::Any;
+    let mut agent = TestAgent::start(cfg);
+    agent.connected().await?;
+    let add = format!(r#"{{"kind":"tcp","port":{}}}"#, echo.port());
+    let (code, answer) = api(b, &owner, "POST", "/api/v1/agents/by-client/ws3/tunnels", Some(&add)).await?;
+    assert_eq!(code, 201, "{answer}");
+    let name = answer["tunnel"]["name"].as_str().context("name")?.to_string();
+    assert!(a.registry.get(&name).is_some(), "opened on the client's relay");
+    let port: u16 = name.trim_start_matches("tcp-").parse()?;
+    assert_eq!(echo_through(std::net::SocketAddr::from(([127, 0, 0, 1], port)), b"via b").await?, b"via b");
+    let (code, list) = api(b, &owner, "GET", "/api/v1/agents/by-client/ws3/tunnels", None).await?;
+    assert_eq!((code, names(&list)), (200, vec![name.clone()]));
+
+    // Another tenant finds nothing there; a refusal comes back from the client as it is.
+    let (code, _) = api(b, &other, "GET", "/api/v1/agents/by-client/ws3/tunnels", None).await?;
+    assert_eq!(code, 404);
+    let session = agent.state.borrow().session_id.clone().context("session")?;
+    let (code, _) = api(b, &other, "DELETE", &format!("/api/v1/agents/{session}/tunnels/{name}"), None).await?;
+    assert_eq!(code, 403, "by session id, another tenant's client is forbidden");
+    let (code, _) = api(b, &owner, "GET", "/api/v1/agents/by-client/nobody/tunnels", None).await?;
+    assert_eq!(code, 404);
+
+    let (code, answer) = api(b, &owner, "DELETE", &format!("/api/v1/agents/{session}/tunnels/{name}"), None).await?;
+    assert_eq!(code, 200, "{answer}");
+    assert!(a.registry.get(&name).is_none());
+    assert_eq!(agent.state.borrow().sessions, 1);
+    Ok(())
+}

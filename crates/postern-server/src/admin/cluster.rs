@@ -8,6 +8,8 @@
 //! - `GET /api/v1/relays` lists the members: id, address, up or down, tunnels, agents.
 //! - Visitor routes ([`visitors`]): a tunnel's grants, share links and service tokens are
 //!   managed on the relay holding the tunnel; sessions, and links revoked by id, on every relay.
+//! - Remote management ([`remote`]): an agent's tunnels are changed by the relay it is
+//!   connected to.
 //!
 //! A peer answers the internal `admin` stream ([`peer_view`]) with its own lists, unfiltered;
 //! the relay the caller asked filters them by the caller's subject, as for its own.
@@ -20,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use super::remote;
 use super::views::{AgentView, TunnelView};
 use super::visitors::{self, Asked};
 use super::{fail, json, Admin, AdminBody};
@@ -33,6 +36,9 @@ pub async fn peer_view(req: Request<Incoming>, admin: &Admin) -> Response<Full<B
     let parts: Vec<&str> = path.split('/').collect();
     if let ["visitors", rest @ ..] = parts.as_slice() {
         return peer_visitors(req, rest, admin).await;
+    }
+    if let ["remote", rest @ ..] = parts.as_slice() {
+        return peer_remote(req, rest, admin).await;
     }
     let reg = &admin.registry;
     let body = match (req.method(), parts.as_slice()) {
@@ -185,21 +191,81 @@ pub async fn relays(cluster: &Cluster, admin: &Admin, who: &Identity) -> Respons
 /// A visitor route another relay sent on for its caller (the `admin` stream, path
 /// `/visitors/<route>`): answered here, for this relay's tunnels and records alone.
 async fn peer_visitors(req: Request<Incoming>, rest: &[&str], admin: &Admin) -> Response<Full<Bytes>> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| String::from_utf8(v.as_bytes().to_vec()).ok());
-    let who = Identity {
-        subject: header(FWD_SUBJECT).unwrap_or_default(),
-        token_id: None,
-        admin: header(FWD_ADMIN).as_deref() == Some("1"),
-        claims: None,
-    };
+    let who = forwarded_caller(&req);
     let answer = match Asked::read(req, admin).await {
         Ok(asked) => visitors::route(&asked, rest, &who, admin)
             .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
         Err(resp) => resp,
     };
+    whole(answer).await
+}
+
+/// A remote-management route another relay sent on for its caller (path `/remote/<route>`):
+/// answered here, for an agent connected to this relay.
+async fn peer_remote(req: Request<Incoming>, rest: &[&str], admin: &Admin) -> Response<Full<Bytes>> {
+    let who = forwarded_caller(&req);
+    let answer = match Asked::read(req, admin).await {
+        Ok(asked) => remote::route(&asked, rest, &who, admin)
+            .await
+            .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
+        Err(resp) => resp,
+    };
+    whole(answer).await
+}
+
+/// The caller a peer forwarded a route for: its subject and admin flag, from the peer link's
+/// headers (the link is the cluster's own, so they are the entry relay's word).
+fn forwarded_caller(req: &Request<Incoming>) -> Identity {
+    let header = |name: &str| req.headers().get(name).and_then(|v| String::from_utf8(v.as_bytes().to_vec()).ok());
+    Identity {
+        subject: header(FWD_SUBJECT).unwrap_or_default(),
+        token_id: None,
+        admin: header(FWD_ADMIN).as_deref() == Some("1"),
+        claims: None,
+    }
+}
+
+/// An answer with its whole body, to go back over the peer link.
+async fn whole(answer: Response<AdminBody>) -> Response<Full<Bytes>> {
     let (parts, body) = answer.into_parts();
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     Response::from_parts(parts, Full::new(bytes))
+}
+
+/// A remote-management route for an agent connected to another relay: asked of that relay, as
+/// the caller, which answers as it would for its own caller.
+pub async fn remote(
+    cluster: &Cluster,
+    admin: &Admin,
+    who: &Identity,
+    asked: &Asked,
+    rest: &[&str],
+) -> Response<AdminBody> {
+    let agents = gather(cluster, admin, "/agents").await;
+    let holder = match rest {
+        ["agents", "by-client", client, ..] => {
+            let client = client.to_ascii_lowercase();
+            agents.into_iter().find(|(_, v)| v["client_id"] == client.as_str() && who.may_access(owner(v)))
+        }
+        ["agents", id, ..] => agents.into_iter().find(|(_, v)| v["id"] == *id),
+        _ => None,
+    };
+    let Some((relay, _)) = holder.filter(|(relay, _)| *relay != cluster.id) else {
+        // Nowhere else: this relay's own answer (not found, or forbidden).
+        return remote::route(asked, rest, who, admin)
+            .await
+            .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route"));
+    };
+    let path = format!("/remote/{}", rest.join("/"));
+    let within = remote::ANSWER_WITHIN + std::time::Duration::from_secs(5);
+    match cluster.ask_peer_within(&relay, (asked.method.clone(), &path), who, asked.body.clone(), within).await {
+        Some((status, body)) => relayed(status, body),
+        None => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay_unreachable",
+            format!("relay {relay:?}, which the agent is connected to, did not answer"),
+        ),
+    }
 }
 
 /// A visitor route on a clustered relay. A tunnel's grants, share links and service tokens

@@ -266,11 +266,19 @@ async fn route(req: Request<Incoming>, admin: &Admin, ip: IpAddr, shutdown: Canc
                         .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
                 };
             }
-            if let ["agents", _, "tunnels", ..] | ["agents", "by-client", _, "tunnels", ..] = rest.as_slice() {
-                if let Some(resp) = remote::route(req, &rest, &who, admin).await {
-                    return resp;
-                }
-                return fail(StatusCode::NOT_FOUND, "not_found", "no such API route");
+            if remote::is_route(&rest) {
+                let asked = match visitors::Asked::read(req, admin).await {
+                    Ok(a) => a,
+                    Err(resp) => return resp,
+                };
+                return match cluster {
+                    Some(c) if !remote::is_here(&rest, &who, admin) => {
+                        cluster::remote(c, admin, &who, &asked, &rest).await
+                    }
+                    _ => remote::route(&asked, &rest, &who, admin)
+                        .await
+                        .unwrap_or_else(|| fail(StatusCode::NOT_FOUND, "not_found", "no such API route")),
+                };
             }
             if let ["tunnels", _, "requests" | "inspect", ..] = rest.as_slice() {
                 if let Some(resp) = inspect::route(req, &rest, &who, admin).await {

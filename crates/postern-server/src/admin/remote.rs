@@ -10,36 +10,45 @@
 //! (`--client-id`, or the token's subject). The admin token or the agent owner's token may
 //! call them. The change travels to the agent on its control stream; the agent decides (it
 //! refuses unless started with `--allow-remote` covering the port) and the answer, the
-//! tunnel's URL or the refusal, is this request's answer.
+//! tunnel's URL or the refusal, is this request's answer. On a cluster, a relay the agent is
+//! not connected to asks the one it is (`admin::cluster::remote`).
 
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
+use http::{Method, StatusCode};
 use postern_proto::request::TunnelRequest;
 use postern_proto::{ChangeOutcome, TunnelChange};
 
 use http::Response;
 
 use super::views::TunnelView;
-use super::{fail, json, read_body, Admin, AdminBody};
+use super::visitors::Asked;
+use super::{fail, json, Admin, AdminBody};
 use crate::agent::RemoteChange;
 use crate::auth::Identity;
 use crate::tunnel::registry::Agent;
 
 /// How long the API waits for the agent's answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 
-/// Largest request body.
-const MAX_BODY: usize = 16 * 1024;
+/// True when `rest` is a remote-management route.
+pub(super) fn is_route(rest: &[&str]) -> bool {
+    matches!(rest, ["agents", _, "tunnels", ..] | ["agents", "by-client", _, "tunnels", ..])
+}
 
-/// Serves a remote-management route, or `None` when `rest` is not one.
-pub(super) async fn route(
-    req: Request<Incoming>,
-    rest: &[&str],
-    who: &Identity,
-    admin: &Admin,
-) -> Option<Response<AdminBody>> {
+/// True when the agent `rest` names is connected to this relay (and visible to the caller, when
+/// named by client id).
+pub(super) fn is_here(rest: &[&str], who: &Identity, admin: &Admin) -> bool {
+    match rest {
+        ["agents", "by-client", client, "tunnels", ..] => by_client(client, who, admin).is_ok(),
+        ["agents", id, "tunnels", ..] => admin.registry.agent(id).is_some(),
+        _ => false,
+    }
+}
+
+/// Serves a remote-management route (`asked`: its method and body, read first), or `None`
+/// when `rest` is not one.
+pub(super) async fn route(asked: &Asked, rest: &[&str], who: &Identity, admin: &Admin) -> Option<Response<AdminBody>> {
     let (agent, tail) = match rest {
         ["agents", "by-client", client, "tunnels", tail @ ..] => (by_client(client, who, admin), tail),
         ["agents", id, "tunnels", tail @ ..] => (by_session(id, who, admin), tail),
@@ -49,10 +58,9 @@ pub(super) async fn route(
         Ok(a) => a,
         Err((status, code, message)) => return Some(fail(status, code, message)),
     };
-    let method = req.method().clone();
-    Some(match (method, tail) {
+    Some(match (asked.method.clone(), tail) {
         (Method::GET, []) => list(&agent, admin),
-        (Method::POST, []) => add(req, &agent, who, admin).await,
+        (Method::POST, []) => add(&asked.body, &agent, who).await,
         (Method::DELETE, [name]) => remove(name, &agent, who).await,
         _ => fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or POST, or DELETE …/tunnels/{name}"),
     })
@@ -65,7 +73,7 @@ fn by_session(id: &str, who: &Identity, admin: &Admin) -> Result<std::sync::Arc<
     match admin.registry.agent(id) {
         Some(a) if who.may_access(&a.info.owner) => Ok(a),
         Some(_) => Err((StatusCode::FORBIDDEN, "forbidden", format!("agent {id:?} belongs to another client"))),
-        None => Err(not_here(admin, format!("no agent {id:?}"))),
+        None => Err((StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}"))),
     }
 }
 
@@ -77,15 +85,7 @@ fn by_client(client: &str, who: &Identity, admin: &Admin) -> Result<std::sync::A
         .agents()
         .into_iter()
         .find(|a| a.info.client_id == client && who.may_access(&a.info.owner))
-        .ok_or_else(|| not_here(admin, format!("no connected agent with client id {client:?}")))
-}
-
-fn not_here(admin: &Admin, message: String) -> NotFound {
-    let message = match admin.cluster {
-        Some(_) => format!("{message} on this relay; ask the relay it is connected to (see GET /api/v1/agents)"),
-        None => message,
-    };
-    (StatusCode::NOT_FOUND, "not_found", message)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, "not_found", format!("no connected agent with client id {client:?}")))
 }
 
 fn list(agent: &Agent, admin: &Admin) -> Response<AdminBody> {
@@ -101,12 +101,8 @@ fn list(agent: &Agent, admin: &Admin) -> Response<AdminBody> {
     )
 }
 
-async fn add(req: Request<Incoming>, agent: &Agent, who: &Identity, admin: &Admin) -> Response<AdminBody> {
-    let body = match read_body(req, MAX_BODY, admin).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let asked: TunnelRequest = match serde_json::from_slice(&body) {
+async fn add(body: &[u8], agent: &Agent, who: &Identity) -> Response<AdminBody> {
+    let asked: TunnelRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return fail(StatusCode::BAD_REQUEST, "bad_request", format!("the tunnel request: {e}")),
     };

@@ -319,9 +319,22 @@ impl Cluster {
     pub async fn ask_peer_as(
         &self,
         relay: &str,
+        asked: (Method, &str),
+        who: &crate::auth::Identity,
+        body: Bytes,
+    ) -> Option<(StatusCode, Bytes)> {
+        self.ask_peer_within(relay, asked, who, body, std::time::Duration::from_secs(5)).await
+    }
+
+    /// [`Cluster::ask_peer_as`], waiting up to `within` for the answer (a route that waits on
+    /// an agent needs longer).
+    pub async fn ask_peer_within(
+        &self,
+        relay: &str,
         (method, path): (Method, &str),
         who: &crate::auth::Identity,
         body: Bytes,
+        within: std::time::Duration,
     ) -> Option<(StatusCode, Bytes)> {
         let link = self.link(relay).await.ok()?;
         let mut req = Request::new(());
@@ -343,7 +356,7 @@ impl Cluster {
             let status = resp.status();
             Some((status, H2Body::new(resp.into_body()).collect().await.ok()?.to_bytes()))
         };
-        tokio::time::timeout(std::time::Duration::from_secs(5), asked).await.ok()?
+        tokio::time::timeout(within, asked).await.ok()?
     }
 
     /// Sends a request for the admin API of relay `relay` (fan-out of the cluster-wide views).
