@@ -114,8 +114,7 @@ async fn a_program_starts_the_agent_opens_and_closes_tunnels_and_stops_it() -> a
     Ok(())
 }
 
-// One thread, so the clock can be paused while nothing answers.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_asked_for_while_disconnected_opens_once_connected() -> anyhow::Result<()> {
     let relay = TestRelay::start().await?;
     let echo = origin::echo().await?;
@@ -124,13 +123,12 @@ async fn a_tunnel_asked_for_while_disconnected_opens_once_connected() -> anyhow:
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     tokio::spawn(postern_client::status::serve(listener, agent.clone(), Some(TOKEN.into()), stop.clone()));
-    // The agent is not started, so no relay answers: after the API's wait (the paused clock
-    // runs through it at once), 202 pending.
-    tokio::time::pause();
+    // The agent is not started, so no relay can answer: with ?wait=0 the API says so at once.
     let body = format!(r#"{{"kind":"tcp","port":{}}}"#, echo.port());
-    let (code, v) = local(addr, "POST", "/api/v1/tunnels", Some(&body)).await?;
-    tokio::time::resume();
+    let (code, v) = local(addr, "POST", "/api/v1/tunnels?wait=0", Some(&body)).await?;
     assert_eq!((code, v["pending"].as_bool(), v["state"].as_str()), (202, Some(true), Some("Not started")), "{v}");
+    let (code, _) = local(addr, "POST", "/api/v1/tunnels?wait=61", Some(&body)).await?;
+    assert_eq!(code, 400, "wait is bounded");
     agent.start();
     let mut state = agent.state();
     let s = tokio::time::timeout(PATIENCE, state.wait_for(|s| s.phase.as_str() == "connected" && s.tunnels.len() == 1))

@@ -3,7 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /api/v1/tunnels` | open a tunnel, `{kind, port, id?, remote_port?, domain?, inspect?, allow_ip?}` |
+//! | `POST /api/v1/tunnels[?wait=SECONDS]` | open a tunnel, `{kind, port, id?, remote_port?, domain?, inspect?, allow_ip?, path?, strip_prefix?}` |
 //! | `DELETE /api/v1/tunnels/{name}` | close one |
 //! | `POST /api/v1/stop` | unregister, and stay stopped (`Disconnected`) |
 //! | `POST /api/v1/start` | connect again |
@@ -29,8 +29,11 @@ use crate::status::{api_state, reply};
 /// The OpenAPI description of the local control API.
 pub const OPENAPI: &str = include_str!("local_api.json");
 
-/// How long a change waits for the relay's answer.
+/// How long a change waits for the relay's answer, unless asked otherwise (`?wait=`).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// The longest `?wait=` (seconds).
+const MAX_WAIT: u64 = 60;
 
 /// Largest request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -61,6 +64,10 @@ fn fail(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>>
 }
 
 async fn add(req: Request<Incoming>, agent: &Agent) -> Response<Full<Bytes>> {
+    let wait = match answer_within(req.uri().query()) {
+        Ok(w) => w,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
+    };
     let body = match tokio::time::timeout(ANSWER_WITHIN, Limited::new(req.into_body(), MAX_BODY).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => return fail(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
@@ -74,7 +81,7 @@ async fn add(req: Request<Incoming>, agent: &Agent) -> Response<Full<Bytes>> {
         Ok(s) => s,
         Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
-    match agent.add(spec, ANSWER_WITHIN).await {
+    match agent.add(spec, wait).await {
         Ok(Some(grant)) => reply(StatusCode::CREATED, &json!({ "tunnel": grant })),
         Ok(None) => reply(
             StatusCode::ACCEPTED,
@@ -85,6 +92,17 @@ async fn add(req: Request<Incoming>, agent: &Agent) -> Response<Full<Bytes>> {
             }),
         ),
         Err(e) => changed(e),
+    }
+}
+
+/// How long to wait for the relay's answer: `?wait=SECONDS` (0 to 60; 0 answers at once), else
+/// [`ANSWER_WITHIN`].
+fn answer_within(query: Option<&str>) -> Result<Duration, String> {
+    let asked = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("wait="));
+    match asked.map(str::parse::<u64>) {
+        None => Ok(ANSWER_WITHIN),
+        Some(Ok(secs)) if secs <= MAX_WAIT => Ok(Duration::from_secs(secs)),
+        Some(_) => Err(format!("wait must be whole seconds from 0 to {MAX_WAIT}")),
     }
 }
 
