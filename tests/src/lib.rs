@@ -382,6 +382,20 @@ impl TestAgent {
     }
 }
 
+/// Serves `agent`'s status and local control API (guarded by `token`, if any) on a fresh
+/// loopback port until the returned token is cancelled; that port's address.
+pub async fn serve_status(
+    agent: &Arc<postern_client::Agent>,
+    token: Option<&str>,
+) -> anyhow::Result<(SocketAddr, CancellationToken)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let token = token.map(str::to_string);
+    tokio::spawn(postern_client::status::serve(listener, agent.clone(), token, stop.clone()));
+    Ok((addr, stop))
+}
+
 /// The JSON lines of the file at `path` (an access log) once it holds at least `n`; an error
 /// after [`PATIENCE`] (its writer flushes when idle, so lines arrive a moment after the traffic).
 pub async fn json_lines(path: &std::path::Path, n: usize) -> anyhow::Result<Vec<serde_json::Value>> {

@@ -8,7 +8,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use postern_e2e::http::{admin, admin_json, empty, h1, sse_events, text};
-use postern_e2e::{http_tunnel, origin, tcp, TestAgent, TestRelay, PATIENCE};
+use postern_e2e::{http_tunnel, origin, serve_status, tcp, TestAgent, TestRelay, PATIENCE};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -377,16 +377,12 @@ async fn public_addr(agent: &postern_client::Agent) -> anyhow::Result<std::net::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Result<()> {
-    use tokio_util::sync::CancellationToken;
     let relay = relay().await?;
     let echo = origin::echo().await?;
     let agent = postern_client::Agent::new(relay.agent_config("", vec![tcp(echo.port())]));
     agent.start();
     let public = public_addr(&agent).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let status_addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(postern_client::status::serve(listener, agent.clone(), None, stop.clone()));
+    let (status_addr, stop) = serve_status(&agent, None).await?;
 
     let mut s = TcpStream::connect(public).await?;
     s.write_all(&[1u8; 1234]).await?;
@@ -425,17 +421,12 @@ async fn client_status_endpoint_reports_state_urls_and_counters() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_control_api_names_the_state_and_wants_its_token() -> anyhow::Result<()> {
     use postern_transport::probe;
-    use tokio_util::sync::CancellationToken;
     let relay = relay().await?;
     let echo = origin::echo().await?;
     let agent = postern_client::Agent::new(relay.agent_config("", vec![tcp(echo.port())]));
     agent.start();
     let public = public_addr(&agent).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let token = Some("s3cret".to_string());
-    tokio::spawn(postern_client::status::serve(listener, agent.clone(), token, stop.clone()));
+    let (addr, stop) = serve_status(&agent, Some("s3cret")).await?;
 
     let get = |bearer: Option<&'static str>| async move {
         let tcp = TcpStream::connect(addr).await?;

@@ -4,9 +4,8 @@
 use anyhow::Context;
 use postern_client::Agent;
 use postern_e2e::curl::{curl_json, tcp_addr, visit};
-use postern_e2e::{echo_through, origin, TestRelay, PATIENCE};
+use postern_e2e::{echo_through, origin, serve_status, TestRelay, PATIENCE};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "local-s3cret";
 
@@ -35,10 +34,7 @@ async fn a_program_starts_the_agent_opens_and_closes_tunnels_and_stops_it() -> a
     let mut cfg = relay.agent_config("", Vec::new());
     cfg.client_id = Some("emb".into());
     let agent = Agent::new(cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(postern_client::status::serve(listener, agent.clone(), Some(TOKEN.into()), stop.clone()));
+    let (addr, stop) = serve_status(&agent, Some(TOKEN)).await?;
 
     let (code, v) = local(addr, "GET", "/api/v1/status", None).await?;
     assert_eq!((code, v["state"].as_str()), (200, Some("Not started")), "{v}");
@@ -119,10 +115,7 @@ async fn a_tunnel_asked_for_while_disconnected_opens_once_connected() -> anyhow:
     let relay = TestRelay::start().await?;
     let echo = origin::echo().await?;
     let agent = Agent::new(relay.agent_config("", Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(postern_client::status::serve(listener, agent.clone(), Some(TOKEN.into()), stop.clone()));
+    let (addr, stop) = serve_status(&agent, Some(TOKEN)).await?;
     // The agent is not started, so no relay can answer: with ?wait=0 the API says so at once.
     let body = format!(r#"{{"kind":"tcp","port":{}}}"#, echo.port());
     let (code, v) = local(addr, "POST", "/api/v1/tunnels?wait=0", Some(&body)).await?;
